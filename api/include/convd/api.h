@@ -1,0 +1,158 @@
+/* convd's JSON layer: request bodies -> compute types and job specs, results and events ->
+ * JSON text, errors -> RFC 9457 problem+json. The contract is API.md; this is the only layer
+ * that knows jansson (linked PRIVATE), and it knows nothing of HTTP libraries or threads.
+ *
+ * Conventions:
+ * - Parsers return CV_OK, or a negative status with *err filled (HTTP status, stable code, a JSON
+ *   pointer per bad field). On failure the out-struct is left empty: the caller frees nothing.
+ * - Dump functions return a malloc'd NUL-terminated string (caller free()s) and its length in
+ *   *len when len is not NULL; NULL only when memory runs out.
+ * - Tensors in replies use the form of the request's input unless "output_format" says
+ *   otherwise. Numbers are written in the shortest form that reads back as the same float32;
+ *   integral values are written without a fraction ("19", not "19.0"). */
+#ifndef CONVD_API_H
+#define CONVD_API_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "convd/corr2d.h"
+#include "convd/status.h"
+#include "convd/tensor.h"
+#include "convd/train.h"
+
+/* ---- errors ------------------------------------------------------------------------------ */
+
+#define CV_API_MAX_FIELD_ERRORS 8
+
+struct cv_api_field_error {
+    char pointer[128]; /* RFC 6901 JSON pointer into the request body, e.g. "/input/2/1" */
+    char detail[200];
+};
+
+/* Caller-owned, like jansson's json_error_t: filling it never allocates. */
+struct cv_api_error {
+    int status;      /* HTTP status: 400, 401, 404, 405, 413, 415, 422, 500, 503 */
+    char code[32];   /* stable machine code: "invalid_json", "invalid_field", "too_large", ... */
+    char detail[256];
+    int n_errors;    /* entries used in errors[] */
+    struct cv_api_field_error errors[CV_API_MAX_FIELD_ERRORS];
+    int line, column, position; /* where a JSON syntax error is; 0 when not a syntax error */
+};
+
+/* Resets *err and sets status, code and detail (printf-style). When pointer is not NULL it also
+ * records one field error at pointer with the same detail. Truncates long text; never fails. */
+void cv_api_error_set(struct cv_api_error *err, int status, const char *code, const char *pointer,
+                      const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* Appends one field error (pointer, printf-style detail); ignored when the list is full. */
+void cv_api_error_add(struct cv_api_error *err, const char *pointer, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* The HTTP reason phrase of a status ("Bad Request", "Unprocessable Content", ...); never NULL. */
+const char *cv_api_status_title(int status);
+
+/* problem+json text of *err: {"type":"about:blank","title","status","detail","code",
+ * "errors":[{"pointer","detail"}], and "line","column","position" for syntax errors,
+ * "instance" when instance is not NULL}. */
+char *cv_api_problem_dump(const struct cv_api_error *err, const char *instance, size_t *len);
+
+/* ---- tensors ----------------------------------------------------------------------------- */
+
+enum cv_tensor_form {
+    CV_TENSOR_FORM_NESTED = 0, /* [[0,1,2],[3,4,5]] */
+    CV_TENSOR_FORM_FLAT   = 1, /* {"shape":[2,3],"data":[0,1,2,3,4,5]} */
+    CV_TENSOR_FORM_B64    = 2, /* {"shape":[2,3],"dtype":"float32","b64":"..."} */
+};
+
+/* Limits a request must respect (the daemon's --max-elements and --max-steps). */
+struct cv_api_limits {
+    int64_t max_elements; /* per tensor, inputs and outputs alike; over it -> 413 */
+    int32_t max_steps;    /* /train "steps" above it -> 422 */
+};
+
+/* ---- POST /corr2d ------------------------------------------------------------------------ */
+
+struct cv_corr2d_request {
+    struct cv_tensor x;          /* (N, C, H, W), owned */
+    struct cv_tensor k;          /* (Cout, C, kh, kw), owned (a 2-D kernel on a C-channel input
+                                    is expanded to a per-channel, block-diagonal (C, C, kh, kw)) */
+    float *bias;                 /* Cout entries, owned; NULL when the request has no bias */
+    struct cv_conv2d_geom geom;  /* padding ("same" resolved), stride, dilation */
+    struct cv_tensor y;          /* (N, Cout, H', W'), owned, zero-filled by parse; the caller
+                                    fills it with cv_corr2d_forward before the reply */
+    int out_rank;                /* rank of "output" in the reply: 2, 3 or 4 */
+    enum cv_tensor_form out_form;
+};
+
+/* Parses a /corr2d body into *req (which need not be initialised): JSON syntax (400), an
+ * object at the top (400), every field of API.md with its default and checks (422, with a
+ * pointer per bad field), tensor sizes against lim (413). Returns CV_OK or a negative status
+ * with *err filled; on failure *req is empty. Free a parsed request with
+ * cv_api_corr2d_request_free. */
+int cv_api_corr2d_parse(const char *body, size_t len, const struct cv_api_limits *lim,
+                        struct cv_corr2d_request *req, struct cv_api_error *err);
+
+/* Releases everything a request owns and leaves it empty; NULL-safe. */
+void cv_api_corr2d_request_free(struct cv_corr2d_request *req);
+
+/* The 200 reply {"output": T} for a request whose y has been computed. */
+char *cv_api_corr2d_reply_dump(const struct cv_corr2d_request *req, size_t *len);
+
+/* ---- POST /train ------------------------------------------------------------------------- */
+
+struct cv_train_request {
+    struct cv_tensor x;            /* (N, C, H, W), owned */
+    struct cv_tensor y;            /* target, (N, Cout, H', W'), owned */
+    struct cv_tensor weight;       /* (Cout, C, kh, kw), owned: the start (init.weight, or
+                                      drawn from seed); the training updates it in place */
+    float *bias;                   /* Cout entries, owned, the start (init.bias or drawn);
+                                      NULL when "bias" is false */
+    struct cv_train_params params; /* everything but n_threads, which the server sets */
+    uint64_t seed;                 /* the seed used (drawn at random when absent) */
+    int32_t report_every;          /* >= 1 */
+    bool stream;                   /* false: one JSON reply at the end */
+    int weight_rank;               /* rank of "weight" in replies: 2, 3 or 4 */
+    enum cv_tensor_form out_form;  /* form of "weight" in replies */
+};
+
+/* Parses a /train body into *req, like cv_api_corr2d_parse (400/413/422 with pointers),
+ * including the initial weight and bias. Free with cv_api_train_request_free. */
+int cv_api_train_parse(const char *body, size_t len, const struct cv_api_limits *lim,
+                       struct cv_train_request *req, struct cv_api_error *err);
+
+/* Releases everything a request owns and leaves it empty; NULL-safe. */
+void cv_api_train_request_free(struct cv_train_request *req);
+
+/* Stream events, one JSON object each with no trailing newline (the server frames them as
+ * NDJSON lines or SSE events). */
+
+/* {"event":"start","job":job_id,"steps":N,"parameters":P,"seed":S} */
+char *cv_api_event_start_dump(const struct cv_train_request *req, const char *job_id, size_t *len);
+
+/* {"event":"step","step":k,"loss":L,"elapsed_ms":t} */
+char *cv_api_event_step_dump(const struct cv_train_step *s, double elapsed_ms, size_t *len);
+
+/* {"event":"done","status":status,"steps":done,"loss":last,"final_loss":F,"weight":W,
+ *  "bias":B|null,"elapsed_ms":t}, with the weight and bias as they stand in req.
+ * status is "succeeded" or "cancelled". A non-finite loss is written as null. */
+char *cv_api_event_done_dump(const struct cv_train_request *req, const char *status,
+                             const struct cv_train_result *res, double elapsed_ms, size_t *len);
+
+/* {"event":"error","status":"failed","code":code,"detail":detail} */
+char *cv_api_event_error_dump(const char *code, const char *detail, size_t *len);
+
+/* The "stream": false reply: {"status":status,"steps":done,"losses":[...],"final_loss":F,
+ * "weight":W,"bias":B|null,"elapsed_ms":t}; losses has n_losses entries (borrowed). */
+char *cv_api_train_reply_dump(const struct cv_train_request *req, const char *status,
+                              const struct cv_train_result *res, const double *losses,
+                              int32_t n_losses, double elapsed_ms, size_t *len);
+
+/* ---- GET /kernels ------------------------------------------------------------------------ */
+
+/* {"kernels":[{"name":"edge","kernel":[[1,-1]],"description":"..."}, ...,
+ *  {"name":"box","parameters":{"size":"odd int, default 3"},"example":...}]} */
+char *cv_api_kernels_dump(size_t *len);
+
+#endif

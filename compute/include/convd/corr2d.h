@@ -1,0 +1,52 @@
+/* 2-D cross-correlation ("convolution" in deep-learning libraries), forward and backward.
+ *
+ *   Y[n,o,i,j] = bias[o] + sum_{c,a,b} Xpad[n, c, i*sh + a*dh, j*sw + b*dw] * K[o, c, a, b]
+ *
+ * where Xpad is X with pad_top/pad_bottom rows and pad_left/pad_right columns of zeros.
+ * Shapes: X (N, C, H, W), K (Cout, C, kh, kw), Y (N, Cout, H', W') with
+ *   H' = floor((H + pad_top + pad_bottom - dh*(kh-1) - 1) / sh) + 1   (and W' alike).
+ *
+ * Kernels never allocate: outputs are pre-sized by the caller (cv_corr2d_out_shape), shapes are
+ * checked and a mismatch returns CV_ESHAPE. n_threads (>= 1) is the number of OpenMP threads
+ * the call may use; small problems run on the calling thread without entering a parallel
+ * region. These functions are the narrow interface the rest of convd calls: faster kernels
+ * replace their bodies, not their signatures. */
+#ifndef CONVD_CORR2D_H
+#define CONVD_CORR2D_H
+
+#include "convd/tensor.h"
+
+struct cv_conv2d_geom {
+    int64_t pad_top, pad_bottom, pad_left, pad_right; /* >= 0 */
+    int64_t stride_h, stride_w;                       /* >= 1 */
+    int64_t dil_h, dil_w;                             /* >= 1 */
+};
+
+/* The geometry of a plain d2l corr2d: no padding, stride 1, dilation 1. */
+struct cv_conv2d_geom cv_conv2d_geom_default(void);
+
+/* Computes the output rows and columns for an h x w input and a kh x kw kernel.
+ * Returns CV_OK, CV_EINVAL when a stride/dilation is < 1 or a padding < 0, or CV_ESHAPE when
+ * the dilated kernel is larger than the padded input. *out_h and *out_w are set on CV_OK only. */
+int cv_corr2d_out_shape(int64_t h, int64_t w, int64_t kh, int64_t kw,
+                        const struct cv_conv2d_geom *g, int64_t *out_h, int64_t *out_w);
+
+/* Y = corr2d(X, K) + bias. bias has K->n (Cout) entries, or is NULL for no bias.
+ * y must already have shape (X->n, K->n, H', W'); it is overwritten.
+ * Returns CV_OK or CV_ESHAPE/CV_EINVAL when the shapes or geometry do not fit. */
+int cv_corr2d_forward(const struct cv_tensor *x, const struct cv_tensor *k, const float *bias,
+                      const struct cv_conv2d_geom *g, struct cv_tensor *y, int n_threads);
+
+/* Gradient with respect to the input: dX = dL/dX given dY = dL/dY.
+ * dx must have X's shape (N, C, H, W); it is overwritten. Returns CV_OK or CV_ESHAPE/CV_EINVAL. */
+int cv_corr2d_backward_input(const struct cv_tensor *dy, const struct cv_tensor *k,
+                             const struct cv_conv2d_geom *g, struct cv_tensor *dx, int n_threads);
+
+/* Gradients with respect to the kernel and bias: dK = dL/dK, dbias[o] = sum over n,i,j of dY.
+ * dk must have K's shape (Cout, C, kh, kw) and is overwritten; dbias has Cout entries and is
+ * overwritten, or is NULL when no bias gradient is wanted. Returns CV_OK or CV_ESHAPE/CV_EINVAL. */
+int cv_corr2d_backward_kernel(const struct cv_tensor *x, const struct cv_tensor *dy,
+                              const struct cv_conv2d_geom *g, struct cv_tensor *dk, float *dbias,
+                              int n_threads);
+
+#endif

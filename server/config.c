@@ -1,0 +1,185 @@
+/* Configuration: defaults, then CONVD_* environment variables, then command-line flags.
+ * One table lists every option once; --help is printed from it. */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "server.h"
+
+enum opt_type {
+    OPT_TYPE_STRING, /* char[300] */
+    OPT_TYPE_INT,    /* int, >= 1 */
+    OPT_TYPE_INT32,  /* int32_t, >= 1 */
+    OPT_TYPE_INT64,  /* int64_t, >= 1 */
+    OPT_TYPE_DOUBLE, /* double, >= 0 */
+    OPT_TYPE_LOGFMT, /* "json" | "text" */
+};
+
+struct opt {
+    const char *flag;
+    const char *env;
+    enum opt_type type;
+    size_t offset;
+    const char *help;
+};
+
+#define OFF(field) offsetof(struct cv_config, field)
+
+static const struct opt opts[] = {
+    {"--listen", "CONVD_LISTEN", OPT_TYPE_STRING, OFF(listen),
+     "HOST:PORT to listen on (default 127.0.0.1:8080; port 0 picks a free one)"},
+    {"--workers", "CONVD_WORKERS", OPT_TYPE_INT, OFF(workers),
+     "worker threads running compute jobs (default: cores / --threads)"},
+    {"--threads", "CONVD_THREADS", OPT_TYPE_INT, OFF(threads),
+     "OpenMP threads per job (default 1); workers x threads must not exceed the cores"},
+    {"--queue", "CONVD_QUEUE", OPT_TYPE_INT, OFF(queue),
+     "jobs that may wait for a worker before requests get 503 (default 64)"},
+    {"--max-body", "CONVD_MAX_BODY", OPT_TYPE_INT64, OFF(max_body),
+     "largest request body in bytes (default 67108864)"},
+    {"--max-elements", "CONVD_MAX_ELEMENTS", OPT_TYPE_INT64, OFF(max_elements),
+     "largest tensor in elements (default 16777216)"},
+    {"--max-steps", "CONVD_MAX_STEPS", OPT_TYPE_INT32, OFF(max_steps),
+     "most training steps one request may ask for (default 100000)"},
+    {"--job-history", "CONVD_JOB_HISTORY", OPT_TYPE_INT, OFF(job_history),
+     "finished jobs kept (default 100)"},
+    {"--drain-timeout", "CONVD_DRAIN_TIMEOUT", OPT_TYPE_DOUBLE, OFF(drain_timeout),
+     "seconds running jobs get to finish after SIGTERM before they are cancelled (default 25)"},
+    {"--heartbeat", "CONVD_HEARTBEAT", OPT_TYPE_DOUBLE, OFF(heartbeat),
+     "seconds between keep-alive comments on a quiet SSE stream (default 15)"},
+    {"--max-connections", "CONVD_MAX_CONNECTIONS", OPT_TYPE_INT, OFF(max_connections),
+     "concurrent connections (default 512)"},
+    {"--log-format", "CONVD_LOG_FORMAT", OPT_TYPE_LOGFMT, OFF(log_format),
+     "json (default) or text"},
+};
+
+static void print_help(void) {
+    printf("usage: convd [options]\n\n"
+           "HTTP daemon for 2-D cross-correlation and kernel learning (see API.md).\n"
+           "Every option can also be set by its environment variable; flags win.\n\n");
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
+        printf("  %-18s %-24s %s\n", opts[i].flag, opts[i].env, opts[i].help);
+    printf("  %-18s %-24s %s\n", "--help", "", "print this and exit");
+    printf("  %-18s %-24s %s\n", "--version", "", "print the version and exit");
+}
+
+/* Parses text into the option's field. Returns false (after printing why) on a bad value. */
+static bool set_opt(struct cv_config *cfg, const struct opt *o, const char *text, const char *src) {
+    char *field = (char *)cfg + o->offset;
+    char *end = NULL;
+    errno = 0;
+    switch (o->type) {
+    case OPT_TYPE_STRING:
+        if (strlen(text) >= sizeof cfg->listen || text[0] == '\0')
+            goto bad;
+        strcpy(field, text);
+        return true;
+    case OPT_TYPE_LOGFMT:
+        if (strcmp(text, "json") == 0)
+            *(enum cv_log_format *)field = CV_LOG_FORMAT_JSON;
+        else if (strcmp(text, "text") == 0)
+            *(enum cv_log_format *)field = CV_LOG_FORMAT_TEXT;
+        else
+            goto bad;
+        return true;
+    case OPT_TYPE_DOUBLE: {
+        double v = strtod(text, &end);
+        if (errno || end == text || *end || !isfinite(v) || v < 0)
+            goto bad;
+        *(double *)field = v;
+        return true;
+    }
+    default: {
+        long long v = strtoll(text, &end, 10);
+        if (errno || end == text || *end || v < 1)
+            goto bad;
+        if (o->type == OPT_TYPE_INT64) {
+            *(int64_t *)field = v;
+        } else if (o->type == OPT_TYPE_INT32) {
+            if (v > INT32_MAX)
+                goto bad;
+            *(int32_t *)field = (int32_t)v;
+        } else {
+            if (v > INT_MAX)
+                goto bad;
+            *(int *)field = (int)v;
+        }
+        return true;
+    }
+    }
+bad:
+    fprintf(stderr, "convd: bad value '%s' for %s (from %s); see convd --help\n", text, o->flag,
+            src);
+    return false;
+}
+
+int cv_config_load(struct cv_config *cfg, int argc, char **argv, enum cv_config_outcome *outcome) {
+    *cfg = (struct cv_config){
+        .listen = "127.0.0.1:8080",
+        .workers = 0, /* derived below */
+        .threads = 1,
+        .queue = 64,
+        .max_body = 64LL << 20,
+        .max_elements = 16LL << 20,
+        .max_steps = 100000,
+        .job_history = 100,
+        .drain_timeout = 25,
+        .heartbeat = 15,
+        .max_connections = 512,
+        .log_format = CV_LOG_FORMAT_JSON,
+    };
+    *outcome = CV_CONFIG_OUTCOME_RUN;
+    const size_t n_opts = sizeof opts / sizeof opts[0];
+    for (size_t i = 0; i < n_opts; i++) {
+        const char *v = getenv(opts[i].env);
+        if (v != NULL && *v != '\0' && !set_opt(cfg, &opts[i], v, opts[i].env))
+            return CV_EINVAL;
+    }
+    for (int a = 1; a < argc; a++) {
+        if (strcmp(argv[a], "--help") == 0 || strcmp(argv[a], "-h") == 0) {
+            print_help();
+            *outcome = CV_CONFIG_OUTCOME_EXIT;
+            return CV_OK;
+        }
+        if (strcmp(argv[a], "--version") == 0) {
+            printf("convd %s\n", CV_VERSION);
+            *outcome = CV_CONFIG_OUTCOME_EXIT;
+            return CV_OK;
+        }
+        const char *arg = argv[a];
+        const char *eq = strchr(arg, '=');
+        size_t name_len = eq ? (size_t)(eq - arg) : strlen(arg);
+        const struct opt *o = NULL;
+        for (size_t i = 0; i < n_opts; i++)
+            if (strlen(opts[i].flag) == name_len && strncmp(opts[i].flag, arg, name_len) == 0)
+                o = &opts[i];
+        if (o == NULL) {
+            fprintf(stderr, "convd: unknown option '%s'; see convd --help\n", arg);
+            return CV_EINVAL;
+        }
+        const char *value = eq ? eq + 1 : (a + 1 < argc ? argv[++a] : NULL);
+        if (value == NULL) {
+            fprintf(stderr, "convd: %s needs a value\n", o->flag);
+            return CV_EINVAL;
+        }
+        if (!set_opt(cfg, o, value, "the command line"))
+            return CV_EINVAL;
+    }
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cores < 1)
+        cores = 1;
+    if (cfg->workers == 0)
+        cfg->workers = cores / cfg->threads > 0 ? (int)(cores / cfg->threads) : 1;
+    if ((long)cfg->workers * cfg->threads > cores) {
+        fprintf(stderr,
+                "convd: --workers %d x --threads %d = %ld compute threads, more than the %ld "
+                "cores; lower one of them\n",
+                cfg->workers, cfg->threads, (long)cfg->workers * cfg->threads, cores);
+        return CV_EINVAL;
+    }
+    return CV_OK;
+}

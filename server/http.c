@@ -1,0 +1,371 @@
+/* libmicrohttpd glue: the access handler, body collection with its size cap, the generic checks
+ * that run before any handler (route, method, Content-Type, size), and reply helpers.
+ *
+ * MHD runs one thread per connection (MHD_USE_THREAD_PER_CONNECTION), so handlers and stream
+ * readers may block on a job's condition variable; see notes/api.md §5 for why. */
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+
+#include "server.h"
+
+struct cv_server cv_srv;
+
+static const char problem_type[] = "application/problem+json";
+
+/* ---- replies ------------------------------------------------------------------------------- */
+
+static void add_common_headers(struct MHD_Response *resp, struct cv_req *req) {
+    MHD_add_response_header(resp, "X-Request-Id", req->request_id);
+    MHD_add_response_header(resp, "Server", "convd/" CV_VERSION);
+}
+
+int cv_http_reply(struct MHD_Connection *conn, struct cv_req *req, int status,
+                  const char *content_type, const char *body, size_t len) {
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (resp == NULL)
+        return MHD_NO;
+    add_common_headers(resp, req);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    int ret = MHD_queue_response(conn, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    req->status = status;
+    req->bytes_out = len;
+    req->replied = true;
+    return ret;
+}
+
+/* Queues a problem reply with extra headers (name/value pairs, NULL-terminated). */
+static int reply_problem_headers(struct MHD_Connection *conn, struct cv_req *req,
+                                 const struct cv_api_error *err, const char *const *headers) {
+    size_t len = 0;
+    char *body = cv_api_problem_dump(err, req->path, &len);
+    static const char fallback[] = "{\"type\":\"about:blank\",\"title\":\"Internal Server "
+                                   "Error\",\"status\":500,\"detail\":\"out of memory\"}";
+    const char *text = body ? body : fallback;
+    len = body ? len : strlen(fallback);
+    int status = body ? err->status : 500;
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, (void *)text, MHD_RESPMEM_MUST_COPY);
+    free(body);
+    if (resp == NULL)
+        return MHD_NO;
+    add_common_headers(resp, req);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, problem_type);
+    for (; headers != NULL && headers[0] != NULL; headers += 2)
+        MHD_add_response_header(resp, headers[0], headers[1]);
+    int ret = MHD_queue_response(conn, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    req->status = status;
+    req->bytes_out = len;
+    req->replied = true;
+    return ret;
+}
+
+int cv_http_reply_problem(struct MHD_Connection *conn, struct cv_req *req,
+                          const struct cv_api_error *err) {
+    return reply_problem_headers(conn, req, err, NULL);
+}
+
+/* How a non-OK status of the pool or compute layer becomes HTTP: one table. */
+static const struct {
+    int status;
+    int http;
+    const char *code;
+    const char *detail;
+    const char *retry_after;
+} status_map[] = {
+    {CV_EAGAIN, 503, "queue_full", "the job queue is full; retry later", "1"},
+    {CV_ECANCELED, 503, "shutting_down", "the daemon is shutting down", "5"},
+    {CV_ENOMEM, 503, "out_of_memory", "the daemon is out of memory; retry later", "5"},
+    {CV_ESHAPE, 422, "invalid_shape", "the shapes of the request do not fit together", NULL},
+    {CV_EINVAL, 422, "invalid_field", "a parameter is out of range", NULL},
+};
+
+int cv_http_reply_status(struct MHD_Connection *conn, struct cv_req *req, int status) {
+    struct cv_api_error err;
+    for (size_t i = 0; i < sizeof status_map / sizeof status_map[0]; i++) {
+        if (status_map[i].status != status)
+            continue;
+        cv_api_error_set(&err, status_map[i].http, status_map[i].code, NULL, "%s",
+                         status_map[i].detail);
+        const char *headers[] = {"Retry-After", status_map[i].retry_after, NULL};
+        return reply_problem_headers(conn, req, &err,
+                                     status_map[i].retry_after ? headers : NULL);
+    }
+    cv_api_error_set(&err, 500, "internal", NULL, "internal error: %s", cv_status_str(status));
+    return cv_http_reply_problem(conn, req, &err);
+}
+
+bool cv_http_client_gone(struct MHD_Connection *conn) {
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (info == NULL)
+        return false;
+    struct pollfd pfd = {.fd = info->connect_fd, .events = POLLRDHUP};
+    if (poll(&pfd, 1, 0) <= 0)
+        return false;
+    return (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
+/* ---- the access handler -------------------------------------------------------------------- */
+
+/* Finds the route for path and method. Sets *path_known when some route has this path, and
+ * fills allow with the methods it takes (for 405). */
+static const struct cv_route *route_find(const char *method, const char *path, bool *path_known,
+                                         char *allow, size_t allow_cap) {
+    const struct cv_route *hit = NULL;
+    size_t n = 0;
+    allow[0] = '\0';
+    *path_known = false;
+    for (const struct cv_route *r = cv_routes; r->method != NULL; r++) {
+        if (strcmp(r->path, path) != 0)
+            continue;
+        *path_known = true;
+        n += (size_t)snprintf(allow + n, n < allow_cap ? allow_cap - n : 0, "%s%s",
+                              n ? ", " : "", r->method);
+        if (strcmp(r->method, method) == 0)
+            hit = r;
+    }
+    return hit;
+}
+
+static bool is_json_type(const char *ct) {
+    if (ct == NULL)
+        return false;
+    while (*ct == ' ')
+        ct++;
+    static const char json[] = "application/json";
+    if (strncasecmp(ct, json, sizeof json - 1) != 0)
+        return false;
+    char next = ct[sizeof json - 1];
+    return next == '\0' || next == ';' || next == ' ';
+}
+
+static void set_request_id(struct MHD_Connection *conn, struct cv_req *req) {
+    const char *given = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+    size_t n = given ? strlen(given) : 0;
+    bool ok = n > 0 && n < sizeof req->request_id;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = given[i] > 0x20 && given[i] < 0x7f && given[i] != '"' && given[i] != '\\';
+    if (ok) {
+        memcpy(req->request_id, given, n + 1);
+        return;
+    }
+    unsigned char rnd[8] = {0};
+    if (getrandom(rnd, sizeof rnd, GRND_NONBLOCK) != (ssize_t)sizeof rnd)
+        memset(rnd, 0, sizeof rnd);
+    snprintf(req->request_id, sizeof req->request_id, "r-%02x%02x%02x%02x%02x%02x%02x%02x",
+             rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+}
+
+/* First call for a request: checks that need only the headers. Returns true when a reply was
+ * queued (an error), false to go on. */
+static bool check_headers(struct MHD_Connection *conn, struct cv_req *req, const char *method,
+                          int *ret) {
+    struct cv_api_error err;
+    bool path_known;
+    char allow[128];
+    req->route = route_find(method, req->path, &path_known, allow, sizeof allow);
+    if (req->route == NULL && path_known) {
+        cv_api_error_set(&err, 405, "method_not_allowed", NULL, "%s is not allowed on %s; use %s",
+                         method, req->path, allow);
+        const char *headers[] = {"Allow", allow, NULL};
+        *ret = reply_problem_headers(conn, req, &err, headers);
+        return true;
+    }
+    if (req->route == NULL) {
+        cv_api_error_set(&err, 404, "not_found", NULL, "no route %s %s", method, req->path);
+        *ret = cv_http_reply_problem(conn, req, &err);
+        return true;
+    }
+    if (!(req->route->flags & CV_ROUTE_FLAGS_JSON_BODY))
+        return false;
+    const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type");
+    if (!is_json_type(ct)) {
+        cv_api_error_set(&err, 415, "unsupported_media_type", "/",
+                         "Content-Type must be application/json (got %s); with curl use --json",
+                         ct ? ct : "none");
+        err.n_errors = 0;
+        *ret = cv_http_reply_problem(conn, req, &err);
+        return true;
+    }
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+    if (cl != NULL && strtoll(cl, NULL, 10) > cv_srv.cfg.max_body) {
+        cv_api_error_set(&err, 413, "body_too_large", NULL,
+                         "the body has %s bytes; this daemon takes at most %lld (--max-body)", cl,
+                         (long long)cv_srv.cfg.max_body);
+        *ret = cv_http_reply_problem(conn, req, &err);
+        return true;
+    }
+    return false;
+}
+
+/* Appends a piece of the body, or marks it too large (the rest is then discarded). */
+static void take_body(struct cv_req *req, const char *data, size_t size) {
+    if (req->body_too_large)
+        return;
+    if ((int64_t)(req->body_len + size) > cv_srv.cfg.max_body) {
+        req->body_too_large = true;
+        free(req->body);
+        req->body = NULL;
+        req->body_len = req->body_cap = 0;
+        return;
+    }
+    if (req->body_len + size + 1 > req->body_cap) {
+        size_t cap = req->body_cap ? req->body_cap : 4096;
+        while (cap < req->body_len + size + 1)
+            cap *= 2;
+        char *body = realloc(req->body, cap);
+        if (body == NULL) {
+            req->body_too_large = true; /* answered as 413: we cannot hold it */
+            return;
+        }
+        req->body = body;
+        req->body_cap = cap;
+    }
+    memcpy(req->body + req->body_len, data, size);
+    req->body_len += size;
+    req->body[req->body_len] = '\0';
+}
+
+static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url,
+                                      const char *method, const char *version,
+                                      const char *upload_data, size_t *upload_data_size,
+                                      void **req_cls) {
+    struct cv_req *req = *req_cls;
+    int ret = MHD_YES;
+    if (req == NULL) {
+        req = calloc(1, sizeof *req);
+        if (req == NULL)
+            return MHD_NO;
+        *req_cls = req;
+        req->t0_ms = cv_now_ms();
+        snprintf(req->method, sizeof req->method, "%s", method);
+        snprintf(req->path, sizeof req->path, "%s", url);
+        set_request_id(conn, req);
+        if (check_headers(conn, req, method, &ret))
+            return (enum MHD_Result)ret;
+        return MHD_YES;
+    }
+    if (req->replied) {
+        *upload_data_size = 0; /* an early error reply: discard what still arrives */
+        return MHD_YES;
+    }
+    if (*upload_data_size != 0) {
+        take_body(req, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (req->body_too_large) {
+        struct cv_api_error err;
+        cv_api_error_set(&err, 413, "body_too_large", NULL,
+                         "the body is larger than %lld bytes (--max-body)",
+                         (long long)cv_srv.cfg.max_body);
+        return (enum MHD_Result)cv_http_reply_problem(conn, req, &err);
+    }
+    return (enum MHD_Result)req->route->handler(conn, req);
+}
+
+static void request_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                              enum MHD_RequestTerminationCode toe) {
+    struct cv_req *req = *req_cls;
+    if (req == NULL)
+        return;
+    uint64_t streamed = atomic_load(&req->stream_bytes);
+    struct cv_log_request line = {
+        .method = req->method,
+        .path = req->path,
+        .request_id = req->request_id,
+        .job_id = req->job_id[0] ? req->job_id : NULL,
+        .status = req->status,
+        .bytes_in = req->body_len,
+        .bytes_out = streamed ? streamed : req->bytes_out,
+        .duration_ms = cv_now_ms() - req->t0_ms,
+    };
+    cv_log_request(&line);
+    free(req->body);
+    free(req);
+    *req_cls = NULL;
+}
+
+/* Parses "host:port", "[v6]:port" or ":port" into a socket address. */
+static bool parse_listen(const char *text, struct sockaddr_storage *out, bool *v6) {
+    char host[256];
+    const char *colon = strrchr(text, ':');
+    if (colon == NULL)
+        return false;
+    size_t hl = (size_t)(colon - text);
+    if (hl >= sizeof host)
+        return false;
+    memcpy(host, text, hl);
+    host[hl] = '\0';
+    char *h = host;
+    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
+        h[hl - 1] = '\0';
+        h++;
+    }
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || end == colon + 1 || port < 0 || port > 65535)
+        return false;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
+    if (getaddrinfo(*h ? h : "0.0.0.0", colon + 1, &hints, &ai) != 0 || ai == NULL)
+        return false;
+    memset(out, 0, sizeof *out);
+    memcpy(out, ai->ai_addr, ai->ai_addrlen);
+    *v6 = ai->ai_family == AF_INET6;
+    freeaddrinfo(ai);
+    return true;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
+    cv_log_msg("warn", msg, "\"source\":\"libmicrohttpd\"");
+}
+
+int cv_http_start(struct cv_server *srv, int *port) {
+    struct sockaddr_storage addr;
+    bool v6 = false;
+    if (!parse_listen(srv->cfg.listen, &addr, &v6)) {
+        char extra[400];
+        size_t n = (size_t)snprintf(extra, sizeof extra, "\"listen\":\"");
+        n = cv_log_json_escape(extra, sizeof extra, n, srv->cfg.listen);
+        snprintf(extra + n, sizeof extra - n, "\"");
+        cv_log_msg("error", "cannot parse --listen; expected HOST:PORT", extra);
+        return CV_EINVAL;
+    }
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                     MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_USE_POLL;
+    if (v6)
+        flags |= MHD_USE_IPv6;
+    srv->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, access_handler, srv, MHD_OPTION_SOCK_ADDR,
+        (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED, request_completed, srv,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)srv->cfg.max_connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, 60u, MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024),
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
+        MHD_OPTION_END);
+    if (srv->daemon == NULL) {
+        char extra[400];
+        size_t n = (size_t)snprintf(extra, sizeof extra, "\"listen\":\"");
+        n = cv_log_json_escape(extra, sizeof extra, n, srv->cfg.listen);
+        snprintf(extra + n, sizeof extra - n, "\"");
+        cv_log_msg("error", "cannot listen (address in use or not available?)", extra);
+        return CV_EINVAL;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    *port = info ? info->port : 0;
+    return CV_OK;
+}

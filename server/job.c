@@ -1,0 +1,336 @@
+/* Jobs: one corr2d or training run, its state, and its append-only event log.
+ *
+ * A job is shared by reference count between the connection that made it, the pool (until the
+ * worker is done) and stream readers. `mu` guards state and the event log; readers wait on
+ * `cond`, which is broadcast on every append. The worker alone touches the request's tensors
+ * while the job runs; others read results only after `terminal` is set under `mu`. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "server.h"
+
+/* ---- registry of jobs (for drain) --------------------------------------------------------- */
+
+struct registry_node {
+    struct cv_job *job;
+    struct registry_node *next;
+};
+
+static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct registry_node *registry; /* guarded by registry_mu; holds a ref to each job */
+
+static void registry_add(struct cv_job *job) {
+    struct registry_node *node = malloc(sizeof *node);
+    if (node == NULL)
+        return; /* the job still works; it is only invisible to drain */
+    node->job = cv_job_ref(job);
+    pthread_mutex_lock(&registry_mu);
+    node->next = registry;
+    registry = node;
+    pthread_mutex_unlock(&registry_mu);
+}
+
+static void registry_remove(struct cv_job *job) {
+    struct registry_node *found = NULL;
+    pthread_mutex_lock(&registry_mu);
+    for (struct registry_node **p = &registry; *p != NULL; p = &(*p)->next) {
+        if ((*p)->job == job) {
+            found = *p;
+            *p = found->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&registry_mu);
+    if (found != NULL) {
+        cv_job_unref(found->job);
+        free(found);
+    }
+}
+
+void cv_jobs_cancel_all(void) {
+    pthread_mutex_lock(&registry_mu);
+    for (struct registry_node *n = registry; n != NULL; n = n->next)
+        cv_job_cancel(n->job);
+    pthread_mutex_unlock(&registry_mu);
+}
+
+int cv_jobs_active(void) {
+    int count = 0;
+    pthread_mutex_lock(&registry_mu);
+    for (struct registry_node *n = registry; n != NULL; n = n->next)
+        count++;
+    pthread_mutex_unlock(&registry_mu);
+    return count;
+}
+
+/* ---- lifetime ------------------------------------------------------------------------------ */
+
+static const char *const state_names[] = {
+    [CV_JOB_STATE_QUEUED] = "queued",         [CV_JOB_STATE_RUNNING] = "running",
+    [CV_JOB_STATE_SUCCEEDED] = "succeeded",   [CV_JOB_STATE_FAILED] = "failed",
+    [CV_JOB_STATE_CANCELLING] = "cancelling", [CV_JOB_STATE_CANCELLED] = "cancelled",
+};
+
+const char *cv_job_state_name(enum cv_job_state state) {
+    return state_names[state];
+}
+
+double cv_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+int cv_job_new(enum cv_job_kind kind, void *req, struct cv_job **out) {
+    *out = NULL;
+    struct cv_job *job = calloc(1, sizeof *job);
+    if (job == NULL)
+        return CV_ENOMEM;
+    unsigned char rnd[16];
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+        free(job);
+        return CV_ENOMEM;
+    }
+    strcpy(job->id, "j-");
+    for (int i = 0; i < 16; i++)
+        snprintf(job->id + 2 + 2 * i, 3, "%02x", rnd[i]);
+    if (kind == CV_JOB_KIND_TRAIN) {
+        struct cv_train_request *tr = req;
+        job->losses = calloc((size_t)tr->params.steps, sizeof *job->losses);
+        if (job->losses == NULL) {
+            free(job);
+            return CV_ENOMEM;
+        }
+        job->train = *tr;
+        memset(tr, 0, sizeof *tr);
+    } else {
+        struct cv_corr2d_request *cr = req;
+        job->corr2d = *cr;
+        memset(cr, 0, sizeof *cr);
+    }
+    job->kind = kind;
+    atomic_init(&job->refs, 1);
+    atomic_init(&job->cancel, false);
+    job->created_ms = cv_now_ms();
+    job->state = CV_JOB_STATE_QUEUED;
+    job->result.last_loss = NAN;
+    job->result.final_loss = NAN;
+    pthread_mutex_init(&job->mu, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&job->cond, &attr);
+    pthread_condattr_destroy(&attr);
+    if (kind == CV_JOB_KIND_TRAIN)
+        registry_add(job);
+    *out = job;
+    return CV_OK;
+}
+
+struct cv_job *cv_job_ref(struct cv_job *job) {
+    atomic_fetch_add(&job->refs, 1);
+    return job;
+}
+
+void cv_job_unref(struct cv_job *job) {
+    if (job == NULL || atomic_fetch_sub(&job->refs, 1) != 1)
+        return;
+    for (size_t i = 0; i < job->n_events; i++)
+        free(job->events[i].json);
+    free(job->events);
+    free(job->losses);
+    cv_api_corr2d_request_free(&job->corr2d);
+    cv_api_train_request_free(&job->train);
+    pthread_mutex_destroy(&job->mu);
+    pthread_cond_destroy(&job->cond);
+    free(job);
+}
+
+void cv_job_cancel(struct cv_job *job) {
+    atomic_store(&job->cancel, true);
+    pthread_mutex_lock(&job->mu);
+    if (job->state == CV_JOB_STATE_RUNNING)
+        job->state = CV_JOB_STATE_CANCELLING;
+    pthread_cond_broadcast(&job->cond);
+    pthread_mutex_unlock(&job->mu);
+}
+
+/* Appends under mu (held by the caller). */
+static void push_locked(struct cv_job *job, const char *type, char *json, size_t len,
+                        bool terminal) {
+    static const char oom[] = "{\"event\":\"error\",\"status\":\"failed\",\"code\":\"internal\","
+                              "\"detail\":\"out of memory\"}";
+    if (json == NULL) {
+        json = strdup(oom);
+        len = json ? strlen(json) : 0;
+        type = "error";
+    }
+    if (job->n_events == job->cap_events) {
+        size_t cap = job->cap_events ? 2 * job->cap_events : 16;
+        struct cv_job_event *ev = realloc(job->events, cap * sizeof *ev);
+        if (ev == NULL) {
+            /* Keep the log consistent: a terminal event must land, so reuse the last slot. */
+            if (!terminal || job->n_events == 0) {
+                free(json);
+                return;
+            }
+            free(job->events[--job->n_events].json);
+        } else {
+            job->events = ev;
+            job->cap_events = cap;
+        }
+    }
+    job->events[job->n_events++] = (struct cv_job_event){type, json, len};
+    if (terminal)
+        job->terminal = true;
+    pthread_cond_broadcast(&job->cond);
+}
+
+void cv_job_push_event(struct cv_job *job, const char *type, char *json, size_t len,
+                       bool terminal) {
+    pthread_mutex_lock(&job->mu);
+    push_locked(job, type, json, len, terminal);
+    pthread_mutex_unlock(&job->mu);
+}
+
+bool cv_job_wait_terminal(struct cv_job *job, int timeout_ms) {
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&job->mu);
+    while (!job->terminal)
+        if (pthread_cond_timedwait(&job->cond, &job->mu, &deadline) != 0)
+            break;
+    bool done = job->terminal;
+    pthread_mutex_unlock(&job->mu);
+    return done;
+}
+
+/* ---- running on a worker ------------------------------------------------------------------- */
+
+/* Marks the job running unless it was cancelled while queued. Returns false when cancelled. */
+static bool begin_running(struct cv_job *job) {
+    pthread_mutex_lock(&job->mu);
+    bool go = !atomic_load(&job->cancel);
+    job->state = go ? CV_JOB_STATE_RUNNING : CV_JOB_STATE_CANCELLED;
+    pthread_mutex_unlock(&job->mu);
+    return go;
+}
+
+static void finish(struct cv_job *job, enum cv_job_state state, const char *type, char *json,
+                   size_t len) {
+    pthread_mutex_lock(&job->mu);
+    job->state = state;
+    push_locked(job, type, json, len, true);
+    pthread_mutex_unlock(&job->mu);
+}
+
+static void run_corr2d(struct cv_job *job, int n_threads) {
+    double t0 = cv_now_ms();
+    if (!begin_running(job)) {
+        job->status = CV_ECANCELED;
+        finish(job, CV_JOB_STATE_CANCELLED, "done", NULL, 0);
+        return;
+    }
+    struct cv_corr2d_request *r = &job->corr2d;
+    job->status = cv_corr2d_forward(&r->x, &r->k, r->bias, &r->geom, &r->y, n_threads);
+    job->elapsed_ms = cv_now_ms() - t0;
+    /* The connection renders the reply; the terminal event only marks completion. */
+    finish(job, job->status == CV_OK ? CV_JOB_STATE_SUCCEEDED : CV_JOB_STATE_FAILED, "done",
+           strdup("{}"), 2);
+}
+
+struct train_ctx {
+    struct cv_job *job;
+    double t0;
+};
+
+/* Step callback on the worker: records the loss, emits reported steps, honours cancel. */
+static bool on_step(const struct cv_train_step *s, void *user) {
+    struct train_ctx *ctx = user;
+    struct cv_job *job = ctx->job;
+    const struct cv_train_request *r = &job->train;
+    job->losses[s->step - 1] = s->loss;
+    bool last = s->step == s->steps ||
+                (r->params.has_stop_loss && s->loss <= r->params.stop_loss);
+    if (s->step % r->report_every == 0 || last) {
+        size_t len = 0;
+        char *json = cv_api_event_step_dump(s, cv_now_ms() - ctx->t0, &len);
+        cv_job_push_event(job, "step", json, len, false);
+    }
+    return !atomic_load(&job->cancel);
+}
+
+static void run_train(struct cv_job *job, int n_threads) {
+    struct cv_train_request *r = &job->train;
+    struct train_ctx ctx = {job, cv_now_ms()};
+    size_t len = 0;
+    char *json;
+    if (!begin_running(job)) {
+        job->status = CV_ECANCELED;
+        job->result = (struct cv_train_result){0, NAN, NAN, false};
+        json = cv_api_event_done_dump(r, "cancelled", &job->result, 0, &len);
+        finish(job, CV_JOB_STATE_CANCELLED, "done", json, len);
+        return;
+    }
+    r->params.n_threads = n_threads;
+    job->status = cv_train_run(&r->params, &r->x, &r->y, &r->weight, r->bias, on_step, &ctx,
+                               &job->result);
+    job->elapsed_ms = cv_now_ms() - ctx.t0;
+    switch (job->status) {
+    case CV_OK:
+        json = cv_api_event_done_dump(r, "succeeded", &job->result, job->elapsed_ms, &len);
+        finish(job, CV_JOB_STATE_SUCCEEDED, "done", json, len);
+        break;
+    case CV_ECANCELED:
+        json = cv_api_event_done_dump(r, "cancelled", &job->result, job->elapsed_ms, &len);
+        finish(job, CV_JOB_STATE_CANCELLED, "done", json, len);
+        break;
+    case CV_EDIVERGED: {
+        char detail[160];
+        snprintf(detail, sizeof detail,
+                 "training diverged at step %d: the loss or a parameter became NaN or infinite; "
+                 "try a smaller lr",
+                 (int)job->result.steps_done + 1);
+        json = cv_api_event_error_dump("diverged", detail, &len);
+        finish(job, CV_JOB_STATE_FAILED, "error", json, len);
+        break;
+    }
+    default:
+        json = cv_api_event_error_dump("internal", cv_status_str(job->status), &len);
+        finish(job, CV_JOB_STATE_FAILED, "error", json, len);
+        break;
+    }
+}
+
+/* Pool entry point: runs the job, then drops the pool's reference. */
+static void job_main(void *arg, int n_threads) {
+    struct cv_job *job = arg;
+    if (job->kind == CV_JOB_KIND_TRAIN)
+        run_train(job, n_threads);
+    else
+        run_corr2d(job, n_threads);
+    if (job->kind == CV_JOB_KIND_TRAIN)
+        registry_remove(job);
+    cv_job_unref(job);
+}
+
+int cv_job_submit(struct cv_job *job, struct cv_pool *pool) {
+    cv_job_ref(job);
+    int rc = cv_pool_submit(pool, job_main, job);
+    if (rc != CV_OK) {
+        if (job->kind == CV_JOB_KIND_TRAIN)
+            registry_remove(job);
+        cv_job_unref(job);
+    }
+    return rc;
+}

@@ -1,0 +1,266 @@
+/* convd server internals: configuration, logging, the worker pool, jobs and their event logs,
+ * HTTP glue and route handlers. Private to server/: nothing outside includes this header.
+ *
+ * Threads (see notes/style.md §2.4):
+ * - libmicrohttpd runs one thread per connection; handlers parse JSON and may block waiting
+ *   for a job, but never compute.
+ * - One fixed pool of worker threads (pool.c) runs every compute job; each job may use
+ *   config.threads OpenMP threads, and workers * threads never exceeds the cores.
+ * - Jobs (job.c) carry their own mutex and condition variable; the worker appends events,
+ *   stream readers (stream.c) wait for them. */
+#ifndef CONVD_SERVER_H
+#define CONVD_SERVER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "convd/api.h"
+
+#define CV_VERSION "0.1.0"
+
+/* ---- config.c: flags and CONVD_* environment variables ----------------------------------- */
+
+enum cv_log_format {
+    CV_LOG_FORMAT_JSON = 0,
+    CV_LOG_FORMAT_TEXT = 1,
+};
+
+struct cv_config {
+    char listen[300];        /* "host:port" as given; host may be an IPv6 literal in [] */
+    int workers;             /* worker threads in the pool, >= 1 */
+    int threads;             /* OpenMP threads per job, >= 1 */
+    int queue;               /* jobs waiting beyond the running ones, >= 1 */
+    int64_t max_body;        /* bytes of a request body */
+    int64_t max_elements;    /* elements of one tensor */
+    int32_t max_steps;       /* steps of one training */
+    int job_history;         /* finished jobs kept */
+    double drain_timeout;    /* seconds running jobs get to finish on SIGTERM */
+    double heartbeat;        /* seconds between SSE keep-alive comments */
+    int max_connections;     /* concurrent connections */
+    enum cv_log_format log_format;
+};
+
+/* Outcome of cv_config_load besides success. */
+enum cv_config_outcome {
+    CV_CONFIG_OUTCOME_RUN = 0,  /* start the daemon */
+    CV_CONFIG_OUTCOME_EXIT = 1, /* --help or --version printed; exit 0 */
+};
+
+/* Fills *cfg from defaults, then CONVD_* environment variables, then argv (flags win).
+ * Returns CV_OK with *outcome set, or CV_EINVAL after printing a one-line reason to stderr
+ * (unknown flag, bad number, workers*threads above the cores). */
+int cv_config_load(struct cv_config *cfg, int argc, char **argv, enum cv_config_outcome *outcome);
+
+/* ---- log.c: one line per event on stderr ------------------------------------------------- */
+
+/* Sets the format of later lines (JSON by default). Call before any thread logs. */
+void cv_log_init(enum cv_log_format format);
+
+/* What an access-log line carries. Strings are borrowed; job_id may be NULL. */
+struct cv_log_request {
+    const char *method, *path, *request_id, *job_id;
+    int status;
+    uint64_t bytes_in, bytes_out;
+    double duration_ms;
+};
+
+/* Writes one access-log line (one write(2), so lines from many threads never interleave). */
+void cv_log_request(const struct cv_log_request *r);
+
+/* Writes one line {"ts","level","msg", ...extra} where extra_json is either NULL or a
+ * comma-separated list of already-encoded JSON members, e.g. "\"port\":8080". */
+void cv_log_msg(const char *level, const char *msg, const char *extra_json);
+
+/* Appends s to out (capacity cap, NUL-terminated) as the body of a JSON string (escaped).
+ * Returns the new length; truncates rather than overflow. */
+size_t cv_log_json_escape(char *out, size_t cap, size_t len, const char *s);
+
+/* ---- pool.c: the one bounded worker pool ------------------------------------------------- */
+
+struct cv_pool;
+
+/* Work item: fn(arg, n_threads) runs on a worker thread. */
+typedef void (*cv_pool_fn)(void *arg, int n_threads);
+
+/* Starts `workers` threads sharing a FIFO of at most `queue` waiting items; each item may use
+ * `threads` OpenMP threads. Returns CV_OK with *out set, or CV_ENOMEM/CV_EINVAL. Free with
+ * cv_pool_free. */
+int cv_pool_new(int workers, int threads, int queue, struct cv_pool **out);
+
+/* Queues fn(arg). Returns CV_OK, or CV_EAGAIN when the queue is full (nothing queued; never
+ * blocks), or CV_ECANCELED when the pool is stopping. arg stays the caller's. */
+int cv_pool_submit(struct cv_pool *pool, cv_pool_fn fn, void *arg);
+
+/* Items queued and items running right now (for drain and metrics). */
+void cv_pool_counts(struct cv_pool *pool, int *queued, int *running);
+
+/* Stops taking work, lets the workers finish what is queued, joins them and frees the pool.
+ * NULL-safe. */
+void cv_pool_free(struct cv_pool *pool);
+
+/* ---- job.c: a unit of compute with an append-only event log ------------------------------ */
+
+enum cv_job_kind {
+    CV_JOB_KIND_CORR2D = 0,
+    CV_JOB_KIND_TRAIN  = 1,
+};
+
+enum cv_job_state {
+    CV_JOB_STATE_QUEUED     = 0,
+    CV_JOB_STATE_RUNNING    = 1,
+    CV_JOB_STATE_SUCCEEDED  = 2,
+    CV_JOB_STATE_FAILED     = 3,
+    CV_JOB_STATE_CANCELLING = 4,
+    CV_JOB_STATE_CANCELLED  = 5,
+};
+
+/* One event of a job: seq is its index in the job's log. */
+struct cv_job_event {
+    const char *type; /* "start", "step", "done", "error" (static strings) */
+    char *json;       /* owned; one JSON object, no newline */
+    size_t len;
+};
+
+struct cv_job {
+    char id[40];               /* "j-" + 32 hex digits from getrandom: unguessable */
+    enum cv_job_kind kind;
+    atomic_int refs;
+    atomic_bool cancel;        /* set by cv_job_cancel; read by the worker after every step */
+    double created_ms;         /* monotonic clock */
+
+    pthread_mutex_t mu;        /* guards every field below */
+    pthread_cond_t cond;       /* broadcast on each new event and on state changes */
+    enum cv_job_state state;
+    struct cv_job_event *events; /* the log, append-only */
+    size_t n_events, cap_events;
+    bool terminal;             /* the last event (done/error) has been appended */
+
+    /* Kind-specific work, owned by the job, touched only by the worker while running and by
+     * the owner after `terminal` is seen. */
+    struct cv_corr2d_request corr2d;
+    struct cv_train_request train;
+    int status;                /* compute status of a finished job (CV_OK, ...) */
+    struct cv_train_result result;
+    double *losses;            /* train: every step's loss, params.steps entries */
+    double elapsed_ms;
+};
+
+/* Creates a job of `kind` with one reference, taking ownership of *req (a struct
+ * cv_corr2d_request or cv_train_request, which is left empty). Returns CV_OK or CV_ENOMEM
+ * (then *req is untouched). */
+int cv_job_new(enum cv_job_kind kind, void *req, struct cv_job **out);
+
+/* Adds a reference and returns job. */
+struct cv_job *cv_job_ref(struct cv_job *job);
+
+/* Drops a reference; the last one frees the job and all it owns. NULL-safe. */
+void cv_job_unref(struct cv_job *job);
+
+/* Asks the job to stop (it ends within one step). Idempotent. */
+void cv_job_cancel(struct cv_job *job);
+
+/* Appends an event (takes ownership of json, which may be NULL when memory ran out: then a
+ * fixed error text is used) and wakes readers. terminal marks the last event. */
+void cv_job_push_event(struct cv_job *job, const char *type, char *json, size_t len,
+                       bool terminal);
+
+/* Submits the job to the pool (the pool holds a reference until the worker is done).
+ * Returns CV_OK, CV_EAGAIN (queue full) or CV_ECANCELED (stopping). */
+int cv_job_submit(struct cv_job *job, struct cv_pool *pool);
+
+/* Waits until the job is terminal or `timeout_ms` passes. Returns true when terminal. */
+bool cv_job_wait_terminal(struct cv_job *job, int timeout_ms);
+
+/* Name of a state ("queued", "running", ...). */
+const char *cv_job_state_name(enum cv_job_state state);
+
+/* ---- jobs registry (job.c): live and recent jobs, for drain ------------------------------ */
+
+/* Cancels every job that is not terminal (drain on shutdown). */
+void cv_jobs_cancel_all(void);
+
+/* Number of jobs not yet terminal. */
+int cv_jobs_active(void);
+
+/* ---- http.c / routes.c / stream.c --------------------------------------------------------- */
+
+struct MHD_Connection;
+struct MHD_Daemon;
+
+/* Everything handlers share: the configuration, the pool, and the draining flag. */
+struct cv_server {
+    struct cv_config cfg;
+    struct cv_pool *pool;
+    struct MHD_Daemon *daemon;
+    atomic_bool draining;     /* SIGTERM seen: new work gets 503 */
+    atomic_int open_streams;  /* stream responses not yet finished */
+};
+
+extern struct cv_server cv_srv;
+
+/* Per-request state, allocated on the first MHD call and freed when the request completes. */
+struct cv_req {
+    const struct cv_route *route;
+    char method[16];
+    char path[256];
+    char request_id[64];
+    double t0_ms;
+    char *body;
+    size_t body_len, body_cap;
+    bool body_too_large;
+    bool replied;
+    int status;                /* HTTP status of the reply */
+    uint64_t bytes_out;
+    atomic_uint_fast64_t stream_bytes; /* bytes written by a stream reader */
+    char job_id[40];
+};
+
+/* A route handler: runs on the final MHD call with the whole body in req. Returns the
+ * MHD_Result of queueing its reply. */
+typedef int (*cv_route_handler)(struct MHD_Connection *conn, struct cv_req *req);
+
+enum cv_route_flags {
+    CV_ROUTE_FLAGS_JSON_BODY = 1, /* POST with an application/json body */
+};
+
+struct cv_route {
+    const char *method;
+    const char *path;
+    cv_route_handler handler;
+    unsigned flags;
+};
+
+/* The route table (routes.c), ended by a {NULL} entry. */
+extern const struct cv_route cv_routes[];
+
+/* Starts libmicrohttpd on cfg.listen. Returns CV_OK with the bound port in *port, or CV_EINVAL
+ * after logging why. */
+int cv_http_start(struct cv_server *srv, int *port);
+
+/* Queues a complete reply with `body` (copied) and the usual headers. Returns an MHD_Result. */
+int cv_http_reply(struct MHD_Connection *conn, struct cv_req *req, int status,
+                  const char *content_type, const char *body, size_t len);
+
+/* Queues the problem+json reply of *err (the one place errors become HTTP). */
+int cv_http_reply_problem(struct MHD_Connection *conn, struct cv_req *req,
+                          const struct cv_api_error *err);
+
+/* Maps a non-OK status from the pool or compute to a reply: CV_EAGAIN -> 503 queue_full with
+ * Retry-After, CV_ECANCELED while draining -> 503 shutting_down, others -> 500. */
+int cv_http_reply_status(struct MHD_Connection *conn, struct cv_req *req, int status);
+
+/* True when the client of conn has closed its side (checked without blocking). */
+bool cv_http_client_gone(struct MHD_Connection *conn);
+
+/* Queues the streamed reply that follows `job` (NDJSON, or SSE when sse), taking a job
+ * reference; when cancel_on_close, a client that leaves before the end cancels the job. */
+int cv_stream_reply(struct MHD_Connection *conn, struct cv_req *req, struct cv_job *job, bool sse,
+                    bool cancel_on_close);
+
+/* Monotonic milliseconds. */
+double cv_now_ms(void);
+
+#endif
