@@ -14,9 +14,9 @@
 #include <stdint.h>
 
 enum cv_optim_kind {
-    CV_OPTIM_KIND_SGD      = 0,
+    CV_OPTIM_KIND_SGD = 0,
     CV_OPTIM_KIND_MOMENTUM = 1,
-    CV_OPTIM_KIND_ADAM     = 2,
+    CV_OPTIM_KIND_ADAM = 2,
 };
 
 struct cv_optim_params {

@@ -7,14 +7,14 @@
 #define CONVD_STATUS_H
 
 enum cv_status {
-    CV_OK        = 0,
-    CV_EINVAL    = -1, /* an argument is out of range (user-caused, reported, not asserted) */
-    CV_ESHAPE    = -2, /* shapes do not fit together, e.g. a kernel larger than the padded input */
-    CV_ENOMEM    = -3, /* an allocation failed */
+    CV_OK = 0,
+    CV_EINVAL = -1,    /* an argument is out of range (user-caused, reported, not asserted) */
+    CV_ESHAPE = -2,    /* shapes do not fit together, e.g. a kernel larger than the padded input */
+    CV_ENOMEM = -3,    /* an allocation failed */
     CV_ECANCELED = -4, /* a callback asked to stop */
     CV_EDIVERGED = -5, /* a loss or parameter became NaN or infinite */
-    CV_EAGAIN    = -6, /* a bounded queue is full; try again later */
-    CV_ETOOBIG   = -7, /* a size limit was exceeded */
+    CV_EAGAIN = -6,    /* a bounded queue is full; try again later */
+    CV_ETOOBIG = -7,   /* a size limit was exceeded */
 };
 
 /* Returns a short English description of a status ("ok", "shape mismatch", ...); never NULL.

@@ -19,21 +19,21 @@ struct cv_train_params {
     struct cv_conv2d_geom geom;
     enum cv_loss_kind loss;
     struct cv_optim_params optim;
-    int32_t steps;       /* >= 1 */
-    bool use_bias;       /* learn a bias per output channel */
-    bool has_stop_loss;  /* stop early once a step's loss <= stop_loss */
+    int32_t steps;      /* >= 1 */
+    bool use_bias;      /* learn a bias per output channel */
+    bool has_stop_loss; /* stop early once a step's loss <= stop_loss */
     double stop_loss;
-    int n_threads;       /* >= 1 */
+    int n_threads; /* >= 1 */
 };
 
 /* What the callback sees after each step. Pointers are borrowed and valid only during the call. */
 struct cv_train_step {
-    int32_t step;                  /* 1-based */
-    int32_t steps;                 /* total planned */
-    double loss;                   /* loss of this step's forward pass, before its update */
+    int32_t step;                   /* 1-based */
+    int32_t steps;                  /* total planned */
+    double loss;                    /* loss of this step's forward pass, before its update */
     const struct cv_tensor *weight; /* the kernel after this step's update */
-    const float *bias;             /* Cout entries after the update, or NULL without bias */
-    int64_t n_bias;                /* Cout, or 0 without bias */
+    const float *bias;              /* Cout entries after the update, or NULL without bias */
+    int64_t n_bias;                 /* Cout, or 0 without bias */
 };
 
 /* Called after every step; return false to stop (cv_train_run then returns CV_ECANCELED). */
