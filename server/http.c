@@ -97,8 +97,7 @@ int cv_http_reply_status(struct MHD_Connection *conn, struct cv_req *req, int st
         cv_api_error_set(&err, status_map[i].http, status_map[i].code, NULL, "%s",
                          status_map[i].detail);
         const char *headers[] = {"Retry-After", status_map[i].retry_after, NULL};
-        return reply_problem_headers(conn, req, &err,
-                                     status_map[i].retry_after ? headers : NULL);
+        return reply_problem_headers(conn, req, &err, status_map[i].retry_after ? headers : NULL);
     }
     cv_api_error_set(&err, 500, "internal", NULL, "internal error: %s", cv_status_str(status));
     return cv_http_reply_problem(conn, req, &err);
@@ -129,8 +128,8 @@ static const struct cv_route *route_find(const char *method, const char *path, b
         if (strcmp(r->path, path) != 0)
             continue;
         *path_known = true;
-        n += (size_t)snprintf(allow + n, n < allow_cap ? allow_cap - n : 0, "%s%s",
-                              n ? ", " : "", r->method);
+        n += (size_t)snprintf(allow + n, n < allow_cap ? allow_cap - n : 0, "%s%s", n ? ", " : "",
+                              r->method);
         if (strcmp(r->method, method) == 0)
             hit = r;
     }
@@ -162,8 +161,8 @@ static void set_request_id(struct MHD_Connection *conn, struct cv_req *req) {
     unsigned char rnd[8] = {0};
     if (getrandom(rnd, sizeof rnd, GRND_NONBLOCK) != (ssize_t)sizeof rnd)
         memset(rnd, 0, sizeof rnd);
-    snprintf(req->request_id, sizeof req->request_id, "r-%02x%02x%02x%02x%02x%02x%02x%02x",
-             rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+    snprintf(req->request_id, sizeof req->request_id, "r-%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0],
+             rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
 }
 
 /* First call for a request: checks that need only the headers. Returns true when a reply was
@@ -346,17 +345,16 @@ int cv_http_start(struct cv_server *srv, int *port) {
         cv_log_msg("error", "cannot parse --listen; expected HOST:PORT", extra);
         return CV_EINVAL;
     }
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                     MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_USE_POLL;
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
+                     MHD_USE_ERROR_LOG | MHD_USE_POLL;
     if (v6)
         flags |= MHD_USE_IPv6;
     srv->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, access_handler, srv, MHD_OPTION_SOCK_ADDR,
-        (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED, request_completed, srv,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)srv->cfg.max_connections,
+        flags, 0, NULL, NULL, access_handler, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED,
+        request_completed, srv, MHD_OPTION_CONNECTION_LIMIT, (unsigned)srv->cfg.max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, 60u, MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024),
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
-        MHD_OPTION_END);
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
     if (srv->daemon == NULL) {
         char extra[400];
         size_t n = (size_t)snprintf(extra, sizeof extra, "\"listen\":\"");

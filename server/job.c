@@ -260,8 +260,7 @@ static bool on_step(const struct cv_train_step *s, void *user) {
     struct cv_job *job = ctx->job;
     const struct cv_train_request *r = &job->train;
     job->losses[s->step - 1] = s->loss;
-    bool last = s->step == s->steps ||
-                (r->params.has_stop_loss && s->loss <= r->params.stop_loss);
+    bool last = s->step == s->steps || (r->params.has_stop_loss && s->loss <= r->params.stop_loss);
     if (s->step % r->report_every == 0 || last) {
         size_t len = 0;
         char *json = cv_api_event_step_dump(s, cv_now_ms() - ctx->t0, &len);
@@ -283,8 +282,8 @@ static void run_train(struct cv_job *job, int n_threads) {
         return;
     }
     r->params.n_threads = n_threads;
-    job->status = cv_train_run(&r->params, &r->x, &r->y, &r->weight, r->bias, on_step, &ctx,
-                               &job->result);
+    job->status =
+        cv_train_run(&r->params, &r->x, &r->y, &r->weight, r->bias, on_step, &ctx, &job->result);
     job->elapsed_ms = cv_now_ms() - ctx.t0;
     switch (job->status) {
     case CV_OK:

@@ -78,8 +78,7 @@ static bool wants_sse(struct MHD_Connection *conn) {
 }
 
 /* The "stream": false reply of a finished training job. */
-static int reply_train_result(struct MHD_Connection *conn, struct cv_req *req,
-                              struct cv_job *job) {
+static int reply_train_result(struct MHD_Connection *conn, struct cv_req *req, struct cv_job *job) {
     if (job->status == CV_EDIVERGED) {
         struct cv_api_error err;
         cv_api_error_set(&err, 422, "diverged", "/lr",

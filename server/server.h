@@ -29,17 +29,17 @@ enum cv_log_format {
 };
 
 struct cv_config {
-    char listen[300];        /* "host:port" as given; host may be an IPv6 literal in [] */
-    int workers;             /* worker threads in the pool, >= 1 */
-    int threads;             /* OpenMP threads per job, >= 1 */
-    int queue;               /* jobs waiting beyond the running ones, >= 1 */
-    int64_t max_body;        /* bytes of a request body */
-    int64_t max_elements;    /* elements of one tensor */
-    int32_t max_steps;       /* steps of one training */
-    int job_history;         /* finished jobs kept */
-    double drain_timeout;    /* seconds running jobs get to finish on SIGTERM */
-    double heartbeat;        /* seconds between SSE keep-alive comments */
-    int max_connections;     /* concurrent connections */
+    char listen[300];     /* "host:port" as given; host may be an IPv6 literal in [] */
+    int workers;          /* worker threads in the pool, >= 1 */
+    int threads;          /* OpenMP threads per job, >= 1 */
+    int queue;            /* jobs waiting beyond the running ones, >= 1 */
+    int64_t max_body;     /* bytes of a request body */
+    int64_t max_elements; /* elements of one tensor */
+    int32_t max_steps;    /* steps of one training */
+    int job_history;      /* finished jobs kept */
+    double drain_timeout; /* seconds running jobs get to finish on SIGTERM */
+    double heartbeat;     /* seconds between SSE keep-alive comments */
+    int max_connections;  /* concurrent connections */
     enum cv_log_format log_format;
 };
 
@@ -105,16 +105,16 @@ void cv_pool_free(struct cv_pool *pool);
 
 enum cv_job_kind {
     CV_JOB_KIND_CORR2D = 0,
-    CV_JOB_KIND_TRAIN  = 1,
+    CV_JOB_KIND_TRAIN = 1,
 };
 
 enum cv_job_state {
-    CV_JOB_STATE_QUEUED     = 0,
-    CV_JOB_STATE_RUNNING    = 1,
-    CV_JOB_STATE_SUCCEEDED  = 2,
-    CV_JOB_STATE_FAILED     = 3,
+    CV_JOB_STATE_QUEUED = 0,
+    CV_JOB_STATE_RUNNING = 1,
+    CV_JOB_STATE_SUCCEEDED = 2,
+    CV_JOB_STATE_FAILED = 3,
     CV_JOB_STATE_CANCELLING = 4,
-    CV_JOB_STATE_CANCELLED  = 5,
+    CV_JOB_STATE_CANCELLED = 5,
 };
 
 /* One event of a job: seq is its index in the job's log. */
@@ -125,26 +125,26 @@ struct cv_job_event {
 };
 
 struct cv_job {
-    char id[40];               /* "j-" + 32 hex digits from getrandom: unguessable */
+    char id[40]; /* "j-" + 32 hex digits from getrandom: unguessable */
     enum cv_job_kind kind;
     atomic_int refs;
-    atomic_bool cancel;        /* set by cv_job_cancel; read by the worker after every step */
-    double created_ms;         /* monotonic clock */
+    atomic_bool cancel; /* set by cv_job_cancel; read by the worker after every step */
+    double created_ms;  /* monotonic clock */
 
-    pthread_mutex_t mu;        /* guards every field below */
-    pthread_cond_t cond;       /* broadcast on each new event and on state changes */
+    pthread_mutex_t mu;  /* guards every field below */
+    pthread_cond_t cond; /* broadcast on each new event and on state changes */
     enum cv_job_state state;
     struct cv_job_event *events; /* the log, append-only */
     size_t n_events, cap_events;
-    bool terminal;             /* the last event (done/error) has been appended */
+    bool terminal; /* the last event (done/error) has been appended */
 
     /* Kind-specific work, owned by the job, touched only by the worker while running and by
      * the owner after `terminal` is seen. */
     struct cv_corr2d_request corr2d;
     struct cv_train_request train;
-    int status;                /* compute status of a finished job (CV_OK, ...) */
+    int status; /* compute status of a finished job (CV_OK, ...) */
     struct cv_train_result result;
-    double *losses;            /* train: every step's loss, params.steps entries */
+    double *losses; /* train: every step's loss, params.steps entries */
     double elapsed_ms;
 };
 
@@ -164,8 +164,7 @@ void cv_job_cancel(struct cv_job *job);
 
 /* Appends an event (takes ownership of json, which may be NULL when memory ran out: then a
  * fixed error text is used) and wakes readers. terminal marks the last event. */
-void cv_job_push_event(struct cv_job *job, const char *type, char *json, size_t len,
-                       bool terminal);
+void cv_job_push_event(struct cv_job *job, const char *type, char *json, size_t len, bool terminal);
 
 /* Submits the job to the pool (the pool holds a reference until the worker is done).
  * Returns CV_OK, CV_EAGAIN (queue full) or CV_ECANCELED (stopping). */
@@ -195,8 +194,8 @@ struct cv_server {
     struct cv_config cfg;
     struct cv_pool *pool;
     struct MHD_Daemon *daemon;
-    atomic_bool draining;     /* SIGTERM seen: new work gets 503 */
-    atomic_int open_streams;  /* stream responses not yet finished */
+    atomic_bool draining;    /* SIGTERM seen: new work gets 503 */
+    atomic_int open_streams; /* stream responses not yet finished */
 };
 
 extern struct cv_server cv_srv;
@@ -212,7 +211,7 @@ struct cv_req {
     size_t body_len, body_cap;
     bool body_too_large;
     bool replied;
-    int status;                /* HTTP status of the reply */
+    int status; /* HTTP status of the reply */
     uint64_t bytes_out;
     atomic_uint_fast64_t stream_bytes; /* bytes written by a stream reader */
     char job_id[40];

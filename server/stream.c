@@ -15,14 +15,14 @@
 #define POLL_MS 200
 
 struct stream {
-    struct cv_job *job;          /* one reference */
+    struct cv_job *job; /* one reference */
     struct MHD_Connection *conn;
-    struct cv_req *req;          /* for byte counts; valid until the request completes */
+    struct cv_req *req; /* for byte counts; valid until the request completes */
     bool sse;
     bool cancel_on_close;
-    size_t next;                 /* next event index to send */
+    size_t next; /* next event index to send */
     bool sent_terminal;
-    char *pending;               /* framed bytes not yet copied out */
+    char *pending; /* framed bytes not yet copied out */
     size_t pending_len, pending_off;
     double last_write_ms;
 };
