@@ -64,6 +64,7 @@ int main(int argc, char **argv) {
     if (outcome == CV_CONFIG_OUTCOME_EXIT)
         return 0;
     cv_log_init(cv_srv.cfg.log_format);
+    cv_api_init(); /* before any thread: seeds jansson's hash function once */
     signal(SIGPIPE, SIG_IGN);
     /* Block the stop signals before any thread starts, so only sigwait sees them. */
     sigset_t set;

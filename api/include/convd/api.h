@@ -22,6 +22,12 @@
 #include "convd/tensor.h"
 #include "convd/train.h"
 
+/* ---- start-up ---------------------------------------------------------------------------- */
+
+/* Call once at start-up, before threads use this layer: seeds jansson's hash function
+ * (json_object_seed), as jansson asks before threads share it. */
+void cv_api_init(void);
+
 /* ---- errors ------------------------------------------------------------------------------ */
 
 #define CV_API_MAX_FIELD_ERRORS 8
@@ -31,12 +37,16 @@ struct cv_api_field_error {
     char detail[200];
 };
 
-/* Caller-owned, like jansson's json_error_t: filling it never allocates. */
+/* Caller-owned, like jansson's json_error_t: filling it never allocates. The parsers' codes:
+ * 400 invalid_json, duplicate_key, not_an_object; 413 too_large; 422 missing_field,
+ * unknown_field, invalid_field (wrong type, range or tensor content), shape_mismatch (fields
+ * that do not fit together: kernel vs input, target vs output, bias length); 503
+ * out_of_memory. */
 struct cv_api_error {
-    int status;      /* HTTP status: 400, 401, 404, 405, 413, 415, 422, 500, 503 */
-    char code[32];   /* stable machine code: "invalid_json", "invalid_field", "too_large", ... */
+    int status;    /* HTTP status: 400, 401, 404, 405, 413, 415, 422, 500, 503 */
+    char code[32]; /* stable machine code: "invalid_json", "invalid_field", "too_large", ... */
     char detail[256];
-    int n_errors;    /* entries used in errors[] */
+    int n_errors; /* entries used in errors[] */
     struct cv_api_field_error errors[CV_API_MAX_FIELD_ERRORS];
     int line, column, position; /* where a JSON syntax error is; 0 when not a syntax error */
 };
@@ -62,8 +72,8 @@ char *cv_api_problem_dump(const struct cv_api_error *err, const char *instance, 
 
 enum cv_tensor_form {
     CV_TENSOR_FORM_NESTED = 0, /* [[0,1,2],[3,4,5]] */
-    CV_TENSOR_FORM_FLAT   = 1, /* {"shape":[2,3],"data":[0,1,2,3,4,5]} */
-    CV_TENSOR_FORM_B64    = 2, /* {"shape":[2,3],"dtype":"float32","b64":"..."} */
+    CV_TENSOR_FORM_FLAT = 1,   /* {"shape":[2,3],"data":[0,1,2,3,4,5]} */
+    CV_TENSOR_FORM_B64 = 2,    /* {"shape":[2,3],"dtype":"float32","b64":"..."} */
 };
 
 /* Limits a request must respect (the daemon's --max-elements and --max-steps). */
@@ -75,14 +85,14 @@ struct cv_api_limits {
 /* ---- POST /corr2d ------------------------------------------------------------------------ */
 
 struct cv_corr2d_request {
-    struct cv_tensor x;          /* (N, C, H, W), owned */
-    struct cv_tensor k;          /* (Cout, C, kh, kw), owned (a 2-D kernel on a C-channel input
-                                    is expanded to a per-channel, block-diagonal (C, C, kh, kw)) */
-    float *bias;                 /* Cout entries, owned; NULL when the request has no bias */
-    struct cv_conv2d_geom geom;  /* padding ("same" resolved), stride, dilation */
-    struct cv_tensor y;          /* (N, Cout, H', W'), owned, zero-filled by parse; the caller
-                                    fills it with cv_corr2d_forward before the reply */
-    int out_rank;                /* rank of "output" in the reply: 2, 3 or 4 */
+    struct cv_tensor x;         /* (N, C, H, W), owned */
+    struct cv_tensor k;         /* (Cout, C, kh, kw), owned (a 2-D kernel on a C-channel input
+                                   is expanded to a per-channel, block-diagonal (C, C, kh, kw)) */
+    float *bias;                /* Cout entries, owned; NULL when the request has no bias */
+    struct cv_conv2d_geom geom; /* padding ("same" resolved), stride, dilation */
+    struct cv_tensor y;         /* (N, Cout, H', W'), owned, zero-filled by parse; the caller
+                                   fills it with cv_corr2d_forward before the reply */
+    int out_rank;               /* rank of "output" in the reply: 2, 3 or 4 */
     enum cv_tensor_form out_form;
 };
 
