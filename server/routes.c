@@ -24,10 +24,11 @@ static bool refuse_if_draining(struct MHD_Connection *conn, struct cv_req *req, 
 }
 
 /* Waits for a job to end; cancels it and returns false when the client leaves first. */
-static bool wait_job(struct MHD_Connection *conn, struct cv_job *job) {
+static bool wait_job(struct MHD_Connection *conn, struct cv_req *req, struct cv_job *job) {
     while (!cv_job_wait_terminal(job, WAIT_SLICE_MS)) {
         if (cv_http_client_gone(conn)) {
             cv_job_cancel(job);
+            req->status = 499; /* logged as nginx does: the client closed the request */
             return false;
         }
     }
@@ -54,7 +55,7 @@ static int handle_corr2d(struct MHD_Connection *conn, struct cv_req *req) {
         cv_job_unref(job);
         return cv_http_reply_status(conn, req, rc);
     }
-    if (!wait_job(conn, job)) {
+    if (!wait_job(conn, req, job)) {
         cv_job_unref(job);
         return MHD_NO;
     }
@@ -127,7 +128,7 @@ static int handle_train(struct MHD_Connection *conn, struct cv_req *req) {
     }
     if (stream) {
         ret = cv_stream_reply(conn, req, job, wants_sse(conn), true);
-    } else if (!wait_job(conn, job)) {
+    } else if (!wait_job(conn, req, job)) {
         ret = MHD_NO;
     } else {
         ret = reply_train_result(conn, req, job);

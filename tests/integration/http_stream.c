@@ -1,0 +1,280 @@
+/* How /train streams: SSE framing, lines that arrive while training runs (not all at the end),
+ * a client disconnect that cancels the job and frees the worker, and SIGTERM ending a live
+ * stream with a terminal event. */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "http_suite.h"
+
+/* Steps of the timing run: 64x64 input, 5x5 kernel, measured at about 42 us a step (one thread,
+ * 2-core CI machine), so the run takes about 2 s and a buffered reply cannot pass for a streamed
+ * one. */
+#define TIMING_STEPS 50000
+
+/* A training body on an h x w input with values in [0,1] and a zero target, mse so that lr 0.01
+ * stays stable at any size. */
+static char *big_train_body(int h, int w, int k, long steps) {
+    size_t cap = (size_t)h * w * 6 + 64, len = 0;
+    char *grid = malloc(cap), *zeros = malloc(cap);
+    ck_assert(grid && zeros);
+    grid[len++] = '[';
+    for (int i = 0; i < h; i++) {
+        grid[len++] = '[';
+        for (int j = 0; j < w; j++)
+            len += (size_t)snprintf(grid + len, cap - len, "%s%.1f", j ? "," : "",
+                                    (double)((i * 7 + j * 3) % 11) / 10.0);
+        len += (size_t)snprintf(grid + len, cap - len, "]%s", i + 1 < h ? "," : "]");
+    }
+    int oh = h - k + 1, ow = w - k + 1; /* the output's size */
+    len = 0;
+    zeros[len++] = '[';
+    for (int i = 0; i < oh; i++) {
+        zeros[len++] = '[';
+        for (int j = 0; j < ow; j++)
+            len += (size_t)snprintf(zeros + len, cap - len, "%s0", j ? "," : "");
+        len += (size_t)snprintf(zeros + len, cap - len, "]%s", i + 1 < oh ? "," : "]");
+    }
+    char *body = cv_strdupf("{\"input\":%s,\"target\":%s,\"kernel_size\":[%d,%d],\"loss\":\"mse\","
+                            "\"lr\":0.01,\"steps\":%ld,\"seed\":7}",
+                            grid, zeros, k, k, steps);
+    free(grid);
+    free(zeros);
+    return body;
+}
+
+/* One SSE event as the reader sees it. */
+struct sse_event {
+    long id;
+    char name[32];
+    json_t *data;
+};
+
+/* Parses SSE lines into events: "field: value" lines (one optional space after the colon),
+ * ":" comments (heartbeats) and "retry:" skipped, a blank line ending each event. Fails the
+ * test on anything else, or on an event left unterminated. Returns the number of events. */
+static int parse_sse(const struct cv_stream *s, struct sse_event *ev, int cap) {
+    int n = 0;
+    struct sse_event cur = {-1, "", NULL};
+    bool open = false;
+    for (int i = 0; i < s->n_lines; i++) {
+        const char *line = s->lines[i].text;
+        if (line[0] == '\0') {
+            if (open) {
+                ck_assert_msg(n < cap, "more than %d events", cap);
+                ev[n++] = cur;
+                cur = (struct sse_event){-1, "", NULL};
+                open = false;
+            }
+            continue;
+        }
+        if (line[0] == ':' || strncmp(line, "retry:", 6) == 0)
+            continue;
+        const char *colon = strchr(line, ':');
+        ck_assert_msg(colon != NULL, "not an SSE field line: %s", line);
+        const char *value = colon[1] == ' ' ? colon + 2 : colon + 1;
+        size_t field = (size_t)(colon - line);
+        open = true;
+        if (field == 2 && strncmp(line, "id", 2) == 0) {
+            cur.id = strtol(value, NULL, 10);
+        } else if (field == 5 && strncmp(line, "event", 5) == 0) {
+            snprintf(cur.name, sizeof cur.name, "%s", value);
+        } else if (field == 4 && strncmp(line, "data", 4) == 0) {
+            ck_assert_msg(cur.data == NULL, "an event has several data lines");
+            cur.data = json_loads(value, 0, NULL);
+            ck_assert_msg(json_is_object(cur.data), "data is not a JSON object: %s", value);
+        } else {
+            ck_abort_msg("unknown SSE field: %s", line);
+        }
+    }
+    ck_assert_msg(!open, "the stream ended inside an event (no blank line after it)");
+    return n;
+}
+
+START_TEST(test_sse_framing) {
+    static const char *const accept[] = {"Accept: text/event-stream", NULL};
+    cv_fixture_start(NULL, NULL);
+    char *body = cv_strdupf("{\"input\":%s,\"target\":%s,\"kernel_size\":[1,2],\"bias\":false,"
+                            "\"lr\":0.012,\"steps\":20,\"init\":{\"weight\":[[0.5,0.5]]}}",
+                            cv_seed_x, cv_seed_y);
+    struct cv_stream s = {0};
+    ck_assert_int_eq(cv_stream_post(&cv_d, "/train", accept, body, 0, &s), 0);
+    ck_assert_int_eq(s.status, 200);
+    cv_check_media_type(s.content_type, "text/event-stream");
+    ck_assert_msg(s.partial_len == 0, "the stream ended in the middle of a line");
+    struct sse_event ev[32];
+    int n = parse_sse(&s, ev, 32);
+    ck_assert_int_eq(n, 22);
+    for (int i = 0; i < n; i++) {
+        const char *want = i == 0 ? "start" : i == n - 1 ? "done" : "step";
+        ck_assert_msg(ev[i].id == i, "event %d has id %ld; ids count events from 0", i, ev[i].id);
+        ck_assert_msg(strcmp(ev[i].name, want) == 0, "event %d is \"%s\", expected %s", i,
+                      ev[i].name, want);
+        ck_assert_msg(ev[i].data != NULL, "event %d has no data", i);
+        const char *inner = json_string_value(json_object_get(ev[i].data, "event"));
+        ck_assert_msg(inner && strcmp(inner, want) == 0, "event %d's data says %s", i, inner);
+        if (i > 0 && i < n - 1)
+            ck_assert_int_eq(json_integer_value(json_object_get(ev[i].data, "step")), i);
+    }
+    cv_check_rel(cv_num(ev[1].data, "loss"), 34.5, 1e-4, "loss of step 1");
+    ck_assert_str_eq(json_string_value(json_object_get(ev[n - 1].data, "status")), "succeeded");
+    for (int i = 0; i < n; i++)
+        json_decref(ev[i].data);
+    cv_stream_free(&s);
+    free(body);
+}
+END_TEST
+
+START_TEST(test_streams_while_training) {
+    cv_fixture_start((const char *const[]){"--max-steps", "1000000", NULL}, NULL);
+    char *body = big_train_body(64, 64, 5, TIMING_STEPS);
+    struct cv_stream s = {0};
+    ck_assert_int_eq(cv_stream_post(&cv_d, "/train", NULL, body, 55, &s), 0);
+    ck_assert_int_eq(s.status, 200);
+    json_t *ev = cv_ndjson_events(&s);
+    ck_assert_int_eq(json_array_size(ev), TIMING_STEPS + 2);
+    json_t *done = json_array_get(ev, TIMING_STEPS + 1);
+    ck_assert_str_eq(json_string_value(json_object_get(done, "event")), "done");
+    ck_assert_str_eq(json_string_value(json_object_get(done, "status")), "succeeded");
+
+    /* Arrival times of the first step line and of the done line (blank lines are heartbeats). */
+    double t_first = -1, t_done = -1;
+    for (int i = 0, k = 0; i < s.n_lines; i++) {
+        if (s.lines[i].text[0] == '\0')
+            continue;
+        if (k == 1)
+            t_first = s.lines[i].t;
+        if (k == TIMING_STEPS + 1)
+            t_done = s.lines[i].t;
+        k++;
+    }
+    ck_assert_msg(t_done >= 0.5,
+                  "the run took %.3f s, too short to tell streaming from buffering: raise "
+                  "TIMING_STEPS",
+                  t_done);
+    ck_assert_msg(t_first < 0.5 * t_done,
+                  "step 1 arrived at %.3f s and done at %.3f s: the reply was not streamed",
+                  t_first, t_done);
+    json_decref(ev);
+    cv_stream_free(&s);
+    free(body);
+}
+END_TEST
+
+/* The access-log line of the request that ran job, or NULL; also fails on any error line. */
+static json_t *find_request_line(const char *log, const char *path, const char *job) {
+    json_t *found = NULL;
+    for (const char *line = log; *line && !found;) {
+        const char *end = strchr(line, '\n');
+        if (!end)
+            break;
+        json_t *j = json_loadb(line, (size_t)(end - line), 0, NULL);
+        const char *level = json_string_value(json_object_get(j, "level"));
+        ck_assert_msg(!level || strcmp(level, "error") != 0, "convd logged an error: %.*s",
+                      (int)(end - line), line);
+        const char *msg = json_string_value(json_object_get(j, "msg"));
+        const char *p = json_string_value(json_object_get(j, "path"));
+        const char *id = json_string_value(json_object_get(j, "job"));
+        if (msg && strcmp(msg, "request") == 0 && p && strcmp(p, path) == 0 && id &&
+            strcmp(id, job) == 0)
+            found = json_incref(j);
+        json_decref(j);
+        line = end + 1;
+    }
+    return found;
+}
+
+START_TEST(test_disconnect_cancels) {
+    /* One worker: if the abandoned job kept it, the next training could not run. */
+    cv_fixture_start((const char *const[]){"--workers", "1", "--max-steps", "1000000", NULL}, NULL);
+    char *body = big_train_body(128, 128, 5, 1000000); /* ~0.2 ms a step: minutes if not stopped */
+    struct cv_stream s = {.stop_after = 2};            /* start, then the first step */
+    ck_assert_int_eq(cv_stream_post(&cv_d, "/train", NULL, body, 30, &s), 0);
+    ck_assert_int_eq(s.n_nonblank, 2);
+    json_t *ev = cv_ndjson_events(&s);
+    const char *id = json_string_value(json_object_get(json_array_get(ev, 0), "job"));
+    ck_assert_msg(id != NULL, "the start event has no job id");
+    char job[64];
+    snprintf(job, sizeof job, "%s", id);
+    json_decref(ev);
+    double t_abort = cv_now();
+
+    json_t *j = cv_post_ok("/corr2d", "{\"input\":[[0,1,2],[3,4,5],[6,7,8]],\"kernel\":[[0,1],"
+                                      "[2,3]]}");
+    json_decref(j);
+
+    /* A small training needs the single worker; it has 10 s, the seed run itself takes ms. */
+    static const char *const json_ct[] = {"Content-Type: application/json", NULL};
+    char *small = cv_strdupf("{\"input\":%s,\"target\":%s,\"kernel_size\":[1,2],\"steps\":5,"
+                             "\"seed\":1,\"stream\":false}",
+                             cv_seed_x, cv_seed_y);
+    struct cv_reply r;
+    ck_assert_msg(cv_request(&cv_d, "POST", "/train", json_ct, small, strlen(small), 10, &r) == 0,
+                  "a training after the disconnect got no reply within 10 s (curl error %d): "
+                  "the worker is still busy with the abandoned job",
+                  r.curl_code);
+    ck_assert_msg(r.status == 200, "training after the disconnect: %ld %s", r.status, r.body);
+    cv_reply_free(&r);
+    ck_assert_msg(cv_now() - t_abort < 10, "the worker took %.1f s to come free",
+                  cv_now() - t_abort);
+
+    /* The abandoned request must have ended on the daemon's side too (its access-log line is
+     * written when the connection is done), without an error. */
+    json_t *line = NULL;
+    for (int tries = 0; tries < 100 && !line; tries++) {
+        char *log = cv_daemon_log(&cv_d);
+        ck_assert(log != NULL);
+        line = find_request_line(log, "/train", job);
+        free(log);
+        if (!line)
+            nanosleep(&(struct timespec){0, 50000000L}, NULL);
+    }
+    ck_assert_msg(line != NULL, "no access-log line for the disconnected job %s within 5 s", job);
+    json_decref(line);
+    free(small);
+    free(body);
+    cv_stream_free(&s);
+}
+END_TEST
+
+static void sigterm_daemon(void *arg, int n) {
+    if (n == 2) /* start and the first step: the job is running */
+        kill(cv_d.pid, SIGTERM);
+}
+
+START_TEST(test_sigterm_ends_stream) {
+    /* With a 1 s drain the long job is cancelled, and its stream must say so rather than stop. */
+    cv_fixture_start((const char *const[]){"--max-steps", "1000000", "--drain-timeout", "1", NULL},
+                     NULL);
+    char *body = big_train_body(128, 128, 5, 1000000);
+    struct cv_stream s = {.on_line = sigterm_daemon};
+    ck_assert_msg(cv_stream_post(&cv_d, "/train", NULL, body, 30, &s) == 0,
+                  "the stream broke off after SIGTERM (curl error %d)", s.curl_code);
+    ck_assert_int_eq(s.status, 200);
+    ck_assert_msg(s.partial_len == 0, "the stream ended in the middle of a line");
+    json_t *ev = cv_ndjson_events(&s);
+    json_t *last = json_array_get(ev, json_array_size(ev) - 1);
+    ck_assert_str_eq(json_string_value(json_object_get(last, "event")), "done");
+    ck_assert_str_eq(json_string_value(json_object_get(last, "status")), "cancelled");
+    ck_assert_msg(json_is_array(json_object_get(last, "weight")),
+                  "a cancelled run still carries the kernel as it stood");
+    json_decref(ev);
+    cv_stream_free(&s);
+    free(body);
+    int st = cv_daemon_wait(&cv_d, CV_STOP_TIMEOUT_S);
+    ck_assert_msg(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                  "convd did not exit 0 after SIGTERM (wait status %d)", st);
+}
+END_TEST
+
+TCase *cv_tcase_stream(void) {
+    TCase *tc = cv_tcase("stream", false); /* each test starts the daemon it needs */
+    tcase_add_test(tc, test_sse_framing);
+    tcase_add_test(tc, test_streams_while_training);
+    tcase_add_test(tc, test_disconnect_cancels);
+    tcase_add_test(tc, test_sigterm_ends_stream);
+    return tc;
+}
