@@ -65,6 +65,8 @@ static void print_help(void) {
         printf("  %-18s %-24s %s\n", opts[i].flag, opts[i].env, opts[i].help);
     printf("  %-18s %-24s %s\n", "--help", "", "print this and exit");
     printf("  %-18s %-24s %s\n", "--version", "", "print the version and exit");
+    printf("  %-18s %-24s %s\n", "--probe [URL]", "",
+           "GET URL (default http://127.0.0.1:8080/healthz); exit 0 on 2xx (health checks)");
 }
 
 /* Parses text into the option's field. Returns false (after printing why) on a bad value. */
@@ -143,6 +145,12 @@ int cv_config_load(struct cv_config *cfg, int argc, char **argv, enum cv_config_
         if (strcmp(argv[a], "--help") == 0 || strcmp(argv[a], "-h") == 0) {
             print_help();
             *outcome = CV_CONFIG_OUTCOME_EXIT;
+            return CV_OK;
+        }
+        if (strcmp(argv[a], "--probe") == 0) {
+            snprintf(cfg->probe_url, sizeof cfg->probe_url, "%s",
+                     a + 1 < argc ? argv[a + 1] : "http://127.0.0.1:8080/healthz");
+            *outcome = CV_CONFIG_OUTCOME_PROBE;
             return CV_OK;
         }
         if (strcmp(argv[a], "--version") == 0) {

@@ -63,6 +63,8 @@ int main(int argc, char **argv) {
         return 2;
     if (outcome == CV_CONFIG_OUTCOME_EXIT)
         return 0;
+    if (outcome == CV_CONFIG_OUTCOME_PROBE)
+        return cv_probe_run(cv_srv.cfg.probe_url);
     cv_log_init(cv_srv.cfg.log_format);
     cv_api_init(); /* before any thread: seeds jansson's hash function once */
     signal(SIGPIPE, SIG_IGN);

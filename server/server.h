@@ -41,13 +41,19 @@ struct cv_config {
     double heartbeat;     /* seconds between SSE keep-alive comments */
     int max_connections;  /* concurrent connections */
     enum cv_log_format log_format;
+    char probe_url[300]; /* --probe URL */
 };
 
 /* Outcome of cv_config_load besides success. */
 enum cv_config_outcome {
-    CV_CONFIG_OUTCOME_RUN = 0,  /* start the daemon */
-    CV_CONFIG_OUTCOME_EXIT = 1, /* --help or --version printed; exit 0 */
+    CV_CONFIG_OUTCOME_RUN = 0,   /* start the daemon */
+    CV_CONFIG_OUTCOME_EXIT = 1,  /* --help or --version printed; exit 0 */
+    CV_CONFIG_OUTCOME_PROBE = 2, /* --probe URL: run cv_probe_run and exit with its result */
 };
+
+/* `convd --probe URL`: GETs URL ("http://host:port/path") and returns 0 when it answers 2xx,
+ * 1 otherwise (for container health checks; the runtime image has no curl). */
+int cv_probe_run(const char *url);
 
 /* Fills *cfg from defaults, then CONVD_* environment variables, then argv (flags win).
  * Returns CV_OK with *outcome set, or CV_EINVAL after printing a one-line reason to stderr
