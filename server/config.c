@@ -55,6 +55,12 @@ static const struct opt opts[] = {
      "concurrent connections (default 512)"},
     {"--log-format", "CONVD_LOG_FORMAT", OPT_TYPE_LOGFMT, OFF(log_format),
      "json (default) or text"},
+    {"--token-file", "CONVD_TOKEN_FILE", OPT_TYPE_STRING, OFF(token_file),
+     "file whose first line is the bearer token every route but the probes and /metrics need "
+     "(or the token itself in CONVD_TOKEN)"},
+    {"--tls-cert", "CONVD_TLS_CERT", OPT_TYPE_STRING, OFF(tls_cert),
+     "PEM certificate: serve HTTPS (with --tls-key)"},
+    {"--tls-key", "CONVD_TLS_KEY", OPT_TYPE_STRING, OFF(tls_key), "PEM private key for --tls-cert"},
 };
 
 static void print_help(void) {
@@ -119,6 +125,35 @@ bad:
     return false;
 }
 
+/* The token comes from --token-file (first line, surrounding whitespace dropped) or else
+ * from CONVD_TOKEN. Returns false after printing why when the file cannot be read or is empty. */
+static bool load_token(struct cv_config *cfg) {
+    const char *env = getenv("CONVD_TOKEN");
+    if (cfg->token_file[0] == '\0') {
+        snprintf(cfg->token, sizeof cfg->token, "%s", env ? env : "");
+    } else {
+        FILE *f = fopen(cfg->token_file, "r");
+        if (f == NULL || fgets(cfg->token, sizeof cfg->token, f) == NULL) {
+            fprintf(stderr, "convd: cannot read a token from %s\n", cfg->token_file);
+            if (f != NULL)
+                fclose(f);
+            return false;
+        }
+        fclose(f);
+    }
+    char *t = cfg->token;
+    size_t n = strlen(t);
+    while (n > 0 && (t[n - 1] == '\n' || t[n - 1] == '\r' || t[n - 1] == ' ' || t[n - 1] == '\t'))
+        t[--n] = '\0';
+    size_t lead = strspn(t, " \t");
+    memmove(t, t + lead, n - lead + 1);
+    if (cfg->token_file[0] != '\0' && t[0] == '\0') {
+        fprintf(stderr, "convd: the token file %s is empty\n", cfg->token_file);
+        return false;
+    }
+    return true;
+}
+
 int cv_config_load(struct cv_config *cfg, int argc, char **argv, enum cv_config_outcome *outcome) {
     *cfg = (struct cv_config){
         .listen = "127.0.0.1:8080",
@@ -176,6 +211,12 @@ int cv_config_load(struct cv_config *cfg, int argc, char **argv, enum cv_config_
         }
         if (!set_opt(cfg, o, value, "the command line"))
             return CV_EINVAL;
+    }
+    if (!load_token(cfg))
+        return CV_EINVAL;
+    if ((cfg->tls_cert[0] == '\0') != (cfg->tls_key[0] == '\0')) {
+        fprintf(stderr, "convd: --tls-cert and --tls-key go together\n");
+        return CV_EINVAL;
     }
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     if (cores < 1)

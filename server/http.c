@@ -116,24 +116,70 @@ bool cv_http_client_gone(struct MHD_Connection *conn) {
 
 /* ---- the access handler -------------------------------------------------------------------- */
 
+/* Matches path against a route template, where a "{id}" segment matches one non-empty
+ * segment (copied into id). */
+static bool path_match(const char *tmpl, const char *path, char *id, size_t id_cap) {
+    while (*tmpl != '\0' && *path != '\0') {
+        if (strncmp(tmpl, "{id}", 4) == 0) {
+            size_t n = strcspn(path, "/");
+            if (n == 0 || n >= id_cap)
+                return false;
+            memcpy(id, path, n);
+            id[n] = '\0';
+            tmpl += 4;
+            path += n;
+        } else if (*tmpl++ != *path++) {
+            return false;
+        }
+    }
+    return *tmpl == '\0' && *path == '\0';
+}
+
 /* Finds the route for path and method. Sets *path_known when some route has this path, and
  * fills allow with the methods it takes (for 405). */
-static const struct cv_route *route_find(const char *method, const char *path, bool *path_known,
+static const struct cv_route *route_find(const char *method, struct cv_req *req, bool *path_known,
                                          char *allow, size_t allow_cap) {
     const struct cv_route *hit = NULL;
     size_t n = 0;
     allow[0] = '\0';
     *path_known = false;
+    char id[sizeof req->path_id];
     for (const struct cv_route *r = cv_routes; r->method != NULL; r++) {
-        if (strcmp(r->path, path) != 0)
+        if (!path_match(r->path, req->path, id, sizeof id))
             continue;
         *path_known = true;
         n += (size_t)snprintf(allow + n, n < allow_cap ? allow_cap - n : 0, "%s%s", n ? ", " : "",
                               r->method);
-        if (strcmp(r->method, method) == 0)
+        if (strcmp(r->method, method) == 0 && hit == NULL) {
             hit = r;
+            memcpy(req->path_id, id, sizeof id);
+        }
     }
     return hit;
+}
+
+/* Compares a presented token with the configured one in time that depends only on the
+ * configured token's length, so response times do not reveal how much of a guess matched. */
+static bool token_equal(const char *given, const char *want) {
+    size_t want_len = strlen(want);
+    size_t given_len = strnlen(given, want_len + 1);
+    unsigned char diff = given_len != want_len;
+    for (size_t i = 0; i < want_len; i++)
+        diff |= (unsigned char)(want[i] ^ (i < given_len ? given[i] : 0));
+    return diff == 0;
+}
+
+/* True when the request may pass: no token configured, a public route, or the right token. */
+static bool authorized(struct MHD_Connection *conn, const struct cv_route *route) {
+    if (cv_srv.cfg.token[0] == '\0' || (route != NULL && (route->flags & CV_ROUTE_FLAGS_PUBLIC)))
+        return true;
+    const char *auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+    if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0)
+        return false;
+    auth += 7;
+    while (*auth == ' ')
+        auth++;
+    return token_equal(auth, cv_srv.cfg.token);
 }
 
 static bool is_json_type(const char *ct) {
@@ -172,7 +218,14 @@ static bool check_headers(struct MHD_Connection *conn, struct cv_req *req, const
     struct cv_api_error err;
     bool path_known;
     char allow[128];
-    req->route = route_find(method, req->path, &path_known, allow, sizeof allow);
+    req->route = route_find(method, req, &path_known, allow, sizeof allow);
+    if (!authorized(conn, req->route)) {
+        cv_api_error_set(&err, 401, "unauthorized", NULL,
+                         "this daemon needs a bearer token: send Authorization: Bearer <token>");
+        const char *headers[] = {"WWW-Authenticate", "Bearer realm=\"convd\"", NULL};
+        *ret = reply_problem_headers(conn, req, &err, headers);
+        return true;
+    }
     if (req->route == NULL && path_known) {
         cv_api_error_set(&err, 405, "method_not_allowed", NULL, "%s is not allowed on %s; use %s",
                          method, req->path, allow);
@@ -290,6 +343,8 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **req
         .duration_ms = cv_now_ms() - req->t0_ms,
     };
     cv_log_request(&line);
+    cv_metrics_request(req->route != NULL ? req->route->path : "unmatched", req->status,
+                       line.duration_ms / 1000.0);
     free(req->body);
     free(req);
     *req_cls = NULL;
@@ -334,33 +389,89 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
     cv_log_msg("warn", msg, "\"source\":\"libmicrohttpd\"");
 }
 
+static bool is_loopback(const struct sockaddr_storage *a) {
+    if (a->ss_family == AF_INET)
+        return ntohl(((const struct sockaddr_in *)a)->sin_addr.s_addr) >> 24 == 127;
+    if (a->ss_family == AF_INET6)
+        return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)a)->sin6_addr);
+    return false;
+}
+
+/* Reads a whole (small) file into a NUL-terminated malloc'd string; NULL on failure. */
+static char *read_file(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    char *data = NULL;
+    size_t len = 0, cap = 0, got;
+    do {
+        if (len + 4096 + 1 > cap) {
+            cap = cap ? 2 * cap : 8192;
+            char *d = realloc(data, cap);
+            if (d == NULL) {
+                free(data);
+                fclose(f);
+                return NULL;
+            }
+            data = d;
+        }
+        got = fread(data + len, 1, 4096, f);
+        len += got;
+    } while (got > 0 && len < (1u << 20));
+    fclose(f);
+    data[len] = '\0';
+    return data;
+}
+
+/* Logs an error line naming a file or address. */
+static void log_error_with(const char *msg, const char *key, const char *value) {
+    char extra[400];
+    size_t n = (size_t)snprintf(extra, sizeof extra, "\"%s\":\"", key);
+    n = cv_log_json_escape(extra, sizeof extra, n, value);
+    snprintf(extra + n, sizeof extra - n, "\"");
+    cv_log_msg("error", msg, extra);
+}
+
 int cv_http_start(struct cv_server *srv, int *port) {
     struct sockaddr_storage addr;
     bool v6 = false;
     if (!parse_listen(srv->cfg.listen, &addr, &v6)) {
-        char extra[400];
-        size_t n = (size_t)snprintf(extra, sizeof extra, "\"listen\":\"");
-        n = cv_log_json_escape(extra, sizeof extra, n, srv->cfg.listen);
-        snprintf(extra + n, sizeof extra - n, "\"");
-        cv_log_msg("error", "cannot parse --listen; expected HOST:PORT", extra);
+        log_error_with("cannot parse --listen; expected HOST:PORT", "listen", srv->cfg.listen);
         return CV_EINVAL;
     }
+    if (!is_loopback(&addr) && srv->cfg.token[0] == '\0')
+        cv_log_msg("warn",
+                   "listening beyond loopback without a token: anyone who can reach this address "
+                   "can run jobs; set --token-file or CONVD_TOKEN",
+                   NULL);
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
                      MHD_USE_ERROR_LOG | MHD_USE_POLL;
     if (v6)
         flags |= MHD_USE_IPv6;
+    struct MHD_OptionItem tls[3] = {{MHD_OPTION_END, 0, NULL}};
+    if (srv->cfg.tls_cert[0] != '\0') {
+        /* libmicrohttpd keeps pointers to these PEM strings for the daemon's lifetime. */
+        static char *cert, *key;
+        cert = read_file(srv->cfg.tls_cert);
+        key = read_file(srv->cfg.tls_key);
+        if (cert == NULL || key == NULL) {
+            log_error_with("cannot read the TLS certificate or key", "file",
+                           cert == NULL ? srv->cfg.tls_cert : srv->cfg.tls_key);
+            return CV_EINVAL;
+        }
+        flags |= MHD_USE_TLS;
+        tls[0] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, cert};
+        tls[1] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, key};
+    }
     srv->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, access_handler, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED,
         request_completed, srv, MHD_OPTION_CONNECTION_LIMIT, (unsigned)srv->cfg.max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, 60u, MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024),
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
     if (srv->daemon == NULL) {
-        char extra[400];
-        size_t n = (size_t)snprintf(extra, sizeof extra, "\"listen\":\"");
-        n = cv_log_json_escape(extra, sizeof extra, n, srv->cfg.listen);
-        snprintf(extra + n, sizeof extra - n, "\"");
-        cv_log_msg("error", "cannot listen (address in use or not available?)", extra);
+        log_error_with("cannot start serving (address in use, or a bad TLS certificate or key?)",
+                       "listen", srv->cfg.listen);
         return CV_EINVAL;
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);

@@ -13,27 +13,58 @@
 
 #include "server.h"
 
-/* ---- registry of jobs (for drain) --------------------------------------------------------- */
+/* ---- registry of registered jobs ----------------------------------------------------------- */
 
 struct registry_node {
-    struct cv_job *job;
+    struct cv_job *job; /* one reference */
     struct registry_node *next;
 };
 
+/* registry_mu guards the list (newest first) and history; taken before any job's mu, never
+ * after, so the two locks never deadlock. */
 static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct registry_node *registry; /* guarded by registry_mu; holds a ref to each job */
+static struct registry_node *registry;
+static int history = 100;
+
+void cv_jobs_set_history(int n) {
+    history = n;
+}
+
+static bool job_terminal(struct cv_job *job) {
+    pthread_mutex_lock(&job->mu);
+    bool t = job->terminal;
+    pthread_mutex_unlock(&job->mu);
+    return t;
+}
+
+/* Drops the oldest finished jobs beyond `history` (registry_mu held). */
+static void evict_locked(void) {
+    int finished = 0;
+    for (struct registry_node **p = &registry; *p != NULL;) {
+        struct registry_node *n = *p;
+        if (job_terminal(n->job) && ++finished > history) {
+            *p = n->next;
+            cv_job_unref(n->job);
+            free(n);
+        } else {
+            p = &n->next;
+        }
+    }
+}
 
 static void registry_add(struct cv_job *job) {
     struct registry_node *node = malloc(sizeof *node);
     if (node == NULL)
-        return; /* the job still works; it is only invisible to drain */
+        return; /* the job still runs; it is only not listed */
     node->job = cv_job_ref(job);
     pthread_mutex_lock(&registry_mu);
     node->next = registry;
     registry = node;
+    evict_locked();
     pthread_mutex_unlock(&registry_mu);
 }
 
+/* Removes a job that never ran (its submission failed). */
 static void registry_remove(struct cv_job *job) {
     struct registry_node *found = NULL;
     pthread_mutex_lock(&registry_mu);
@@ -51,6 +82,30 @@ static void registry_remove(struct cv_job *job) {
     }
 }
 
+struct cv_job *cv_jobs_find(const char *id) {
+    struct cv_job *hit = NULL;
+    pthread_mutex_lock(&registry_mu);
+    for (struct registry_node *n = registry; n != NULL && hit == NULL; n = n->next)
+        if (strcmp(n->job->id, id) == 0)
+            hit = cv_job_ref(n->job);
+    pthread_mutex_unlock(&registry_mu);
+    return hit;
+}
+
+size_t cv_jobs_list(int state, struct cv_job **out, size_t max) {
+    size_t count = 0;
+    pthread_mutex_lock(&registry_mu);
+    for (struct registry_node *n = registry; n != NULL && count < max; n = n->next) {
+        pthread_mutex_lock(&n->job->mu);
+        bool match = state < 0 || (int)n->job->state == state;
+        pthread_mutex_unlock(&n->job->mu);
+        if (match)
+            out[count++] = cv_job_ref(n->job);
+    }
+    pthread_mutex_unlock(&registry_mu);
+    return count;
+}
+
 void cv_jobs_cancel_all(void) {
     pthread_mutex_lock(&registry_mu);
     for (struct registry_node *n = registry; n != NULL; n = n->next)
@@ -62,9 +117,36 @@ int cv_jobs_active(void) {
     int count = 0;
     pthread_mutex_lock(&registry_mu);
     for (struct registry_node *n = registry; n != NULL; n = n->next)
-        count++;
+        count += !job_terminal(n->job);
     pthread_mutex_unlock(&registry_mu);
     return count;
+}
+
+void cv_job_view_locked(struct cv_job *job, struct cv_api_job_view *v, char times[3][40]) {
+    const double when[3] = {job->created_unix_ms, job->started_unix_ms, job->finished_unix_ms};
+    const char *strs[3];
+    for (int i = 0; i < 3; i++) {
+        strs[i] = NULL;
+        if (when[i] > 0) {
+            cv_log_format_time(when[i], times[i], 40);
+            strs[i] = times[i];
+        }
+    }
+    *v = (struct cv_api_job_view){
+        .id = job->id,
+        .kind = job->kind == CV_JOB_KIND_TRAIN ? "train" : "corr2d",
+        .status = cv_job_state_name(job->state),
+        .created_at = strs[0],
+        .started_at = strs[1],
+        .finished_at = strs[2],
+        .step = job->kind == CV_JOB_KIND_TRAIN ? job->step : (job->terminal ? 1 : 0),
+        .steps = job->kind == CV_JOB_KIND_TRAIN ? job->train.params.steps : 1,
+        .loss = job->last_loss,
+        .elapsed_ms = job->terminal ? job->elapsed_ms : NAN,
+        .result_json = job->result_json,
+        .error_code = job->error_code,
+        .error_detail = job->error_code ? job->error_detail : NULL,
+    };
 }
 
 /* ---- lifetime ------------------------------------------------------------------------------ */
@@ -85,7 +167,7 @@ double cv_now_ms(void) {
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-int cv_job_new(enum cv_job_kind kind, void *req, struct cv_job **out) {
+int cv_job_new(enum cv_job_kind kind, void *req, bool registered, struct cv_job **out) {
     *out = NULL;
     struct cv_job *job = calloc(1, sizeof *job);
     if (job == NULL)
@@ -113,6 +195,9 @@ int cv_job_new(enum cv_job_kind kind, void *req, struct cv_job **out) {
         memset(cr, 0, sizeof *cr);
     }
     job->kind = kind;
+    job->registered = registered;
+    job->created_unix_ms = cv_now_unix_ms();
+    job->last_loss = NAN;
     atomic_init(&job->refs, 1);
     atomic_init(&job->cancel, false);
     job->created_ms = cv_now_ms();
@@ -125,7 +210,7 @@ int cv_job_new(enum cv_job_kind kind, void *req, struct cv_job **out) {
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&job->cond, &attr);
     pthread_condattr_destroy(&attr);
-    if (kind == CV_JOB_KIND_TRAIN)
+    if (registered)
         registry_add(job);
     *out = job;
     return CV_OK;
@@ -143,6 +228,7 @@ void cv_job_unref(struct cv_job *job) {
         free(job->events[i].json);
     free(job->events);
     free(job->losses);
+    free(job->result_json);
     cv_api_corr2d_request_free(&job->corr2d);
     cv_api_train_request_free(&job->train);
     pthread_mutex_destroy(&job->mu);
@@ -164,6 +250,8 @@ static void push_locked(struct cv_job *job, const char *type, char *json, size_t
                         bool terminal) {
     static const char oom[] = "{\"event\":\"error\",\"status\":\"failed\",\"code\":\"internal\","
                               "\"detail\":\"out of memory\"}";
+    if (json != NULL && len == 0)
+        len = strlen(json);
     if (json == NULL) {
         json = strdup(oom);
         len = json ? strlen(json) : 0;
@@ -222,31 +310,47 @@ static bool begin_running(struct cv_job *job) {
     pthread_mutex_lock(&job->mu);
     bool go = !atomic_load(&job->cancel);
     job->state = go ? CV_JOB_STATE_RUNNING : CV_JOB_STATE_CANCELLED;
+    job->started_unix_ms = cv_now_unix_ms();
     pthread_mutex_unlock(&job->mu);
     return go;
 }
 
+/* Ends the job: its final state, result (registered jobs) and terminal event, in one step
+ * under mu so that a reader never sees a terminal event without the result. */
 static void finish(struct cv_job *job, enum cv_job_state state, const char *type, char *json,
-                   size_t len) {
+                   size_t len, char *result_json, const char *error_code, const char *detail) {
     pthread_mutex_lock(&job->mu);
     job->state = state;
+    job->finished_unix_ms = cv_now_unix_ms();
+    job->result_json = result_json;
+    job->error_code = error_code;
+    if (detail != NULL)
+        snprintf(job->error_detail, sizeof job->error_detail, "%s", detail);
     push_locked(job, type, json, len, true);
     pthread_mutex_unlock(&job->mu);
+    cv_metrics_job_done(job->kind, state);
 }
 
 static void run_corr2d(struct cv_job *job, int n_threads) {
     double t0 = cv_now_ms();
     if (!begin_running(job)) {
         job->status = CV_ECANCELED;
-        finish(job, CV_JOB_STATE_CANCELLED, "done", NULL, 0);
+        finish(job, CV_JOB_STATE_CANCELLED, "done",
+               strdup("{\"event\":\"done\",\"status\":\"cancelled\"}"), 0, NULL, NULL, NULL);
         return;
     }
     struct cv_corr2d_request *r = &job->corr2d;
     job->status = cv_corr2d_forward(&r->x, &r->k, r->bias, &r->geom, &r->y, n_threads);
     job->elapsed_ms = cv_now_ms() - t0;
-    /* The connection renders the reply; the terminal event only marks completion. */
-    finish(job, job->status == CV_OK ? CV_JOB_STATE_SUCCEEDED : CV_JOB_STATE_FAILED, "done",
-           strdup("{}"), 2);
+    bool ok = job->status == CV_OK;
+    /* A synchronous /corr2d renders its reply on the connection; a listed job keeps its
+     * result for GET /jobs/{id}. */
+    char *result = ok && job->registered ? cv_api_corr2d_reply_dump(r, NULL) : NULL;
+    char done[160];
+    snprintf(done, sizeof done, "{\"event\":\"done\",\"status\":\"%s\",\"elapsed_ms\":%.3f}",
+             ok ? "succeeded" : "failed", job->elapsed_ms);
+    finish(job, ok ? CV_JOB_STATE_SUCCEEDED : CV_JOB_STATE_FAILED, ok ? "done" : "error",
+           strdup(done), 0, result, ok ? NULL : "internal", ok ? NULL : cv_status_str(job->status));
 }
 
 struct train_ctx {
@@ -261,12 +365,26 @@ static bool on_step(const struct cv_train_step *s, void *user) {
     const struct cv_train_request *r = &job->train;
     job->losses[s->step - 1] = s->loss;
     bool last = s->step == s->steps || (r->params.has_stop_loss && s->loss <= r->params.stop_loss);
-    if (s->step % r->report_every == 0 || last) {
-        size_t len = 0;
-        char *json = cv_api_event_step_dump(s, cv_now_ms() - ctx->t0, &len);
-        cv_job_push_event(job, "step", json, len, false);
-    }
+    char *json = NULL;
+    size_t len = 0;
+    if (s->step % r->report_every == 0 || last)
+        json = cv_api_event_step_dump(s, cv_now_ms() - ctx->t0, &len);
+    pthread_mutex_lock(&job->mu);
+    job->step = s->step;
+    job->last_loss = s->loss;
+    if (json != NULL)
+        push_locked(job, "step", json, len, false);
+    pthread_mutex_unlock(&job->mu);
+    cv_metrics_train_step();
     return !atomic_load(&job->cancel);
+}
+
+/* The result object of a finished training (the "stream": false reply), for listed jobs. */
+static char *train_result(struct cv_job *job, const char *status) {
+    if (!job->registered)
+        return NULL;
+    return cv_api_train_reply_dump(&job->train, status, &job->result, job->losses,
+                                   job->result.steps_done, job->elapsed_ms, NULL);
 }
 
 static void run_train(struct cv_job *job, int n_threads) {
@@ -278,7 +396,8 @@ static void run_train(struct cv_job *job, int n_threads) {
         job->status = CV_ECANCELED;
         job->result = (struct cv_train_result){0, NAN, NAN, false};
         json = cv_api_event_done_dump(r, "cancelled", &job->result, 0, &len);
-        finish(job, CV_JOB_STATE_CANCELLED, "done", json, len);
+        finish(job, CV_JOB_STATE_CANCELLED, "done", json, len, train_result(job, "cancelled"), NULL,
+               NULL);
         return;
     }
     r->params.n_threads = n_threads;
@@ -288,11 +407,13 @@ static void run_train(struct cv_job *job, int n_threads) {
     switch (job->status) {
     case CV_OK:
         json = cv_api_event_done_dump(r, "succeeded", &job->result, job->elapsed_ms, &len);
-        finish(job, CV_JOB_STATE_SUCCEEDED, "done", json, len);
+        finish(job, CV_JOB_STATE_SUCCEEDED, "done", json, len, train_result(job, "succeeded"), NULL,
+               NULL);
         break;
     case CV_ECANCELED:
         json = cv_api_event_done_dump(r, "cancelled", &job->result, job->elapsed_ms, &len);
-        finish(job, CV_JOB_STATE_CANCELLED, "done", json, len);
+        finish(job, CV_JOB_STATE_CANCELLED, "done", json, len, train_result(job, "cancelled"), NULL,
+               NULL);
         break;
     case CV_EDIVERGED: {
         char detail[160];
@@ -301,12 +422,13 @@ static void run_train(struct cv_job *job, int n_threads) {
                  "try a smaller lr",
                  (int)job->result.steps_done + 1);
         json = cv_api_event_error_dump("diverged", detail, &len);
-        finish(job, CV_JOB_STATE_FAILED, "error", json, len);
+        finish(job, CV_JOB_STATE_FAILED, "error", json, len, NULL, "diverged", detail);
         break;
     }
     default:
         json = cv_api_event_error_dump("internal", cv_status_str(job->status), &len);
-        finish(job, CV_JOB_STATE_FAILED, "error", json, len);
+        finish(job, CV_JOB_STATE_FAILED, "error", json, len, NULL, "internal",
+               cv_status_str(job->status));
         break;
     }
 }
@@ -318,8 +440,9 @@ static void job_main(void *arg, int n_threads) {
         run_train(job, n_threads);
     else
         run_corr2d(job, n_threads);
-    if (job->kind == CV_JOB_KIND_TRAIN)
-        registry_remove(job);
+    pthread_mutex_lock(&registry_mu);
+    evict_locked(); /* one more finished job: keep the history bounded */
+    pthread_mutex_unlock(&registry_mu);
     cv_job_unref(job);
 }
 
@@ -327,7 +450,7 @@ int cv_job_submit(struct cv_job *job, struct cv_pool *pool) {
     cv_job_ref(job);
     int rc = cv_pool_submit(pool, job_main, job);
     if (rc != CV_OK) {
-        if (job->kind == CV_JOB_KIND_TRAIN)
+        if (job->registered)
             registry_remove(job);
         cv_job_unref(job);
     }

@@ -32,14 +32,23 @@ size_t cv_log_json_escape(char *out, size_t cap, size_t len, const char *s) {
     return len;
 }
 
-/* ISO 8601 UTC time with milliseconds. */
-static void now_iso(char *out, size_t cap) {
+void cv_log_format_time(double unix_ms, char *out, size_t cap) {
+    time_t sec = (time_t)(unix_ms / 1000.0);
+    long ms = (long)(unix_ms - (double)sec * 1000.0);
+    struct tm tm;
+    gmtime_r(&sec, &tm);
+    size_t n = strftime(out, cap, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, cap - n, ".%03ldZ", ms < 0 ? 0 : ms > 999 ? 999 : ms);
+}
+
+double cv_now_unix_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
-    size_t n = strftime(out, cap, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, cap - n, ".%03ldZ", ts.tv_nsec / 1000000);
+    return (double)ts.tv_sec * 1e3 + (double)(ts.tv_nsec / 1000000);
+}
+
+static void now_iso(char *out, size_t cap) {
+    cv_log_format_time(cv_now_unix_ms(), out, cap);
 }
 
 static void write_line(char *line, size_t len, size_t cap) {

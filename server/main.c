@@ -76,6 +76,7 @@ int main(int argc, char **argv) {
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
     const struct cv_config *cfg = &cv_srv.cfg;
+    cv_jobs_set_history(cfg->job_history);
     if (cv_pool_new(cfg->workers, cfg->threads, cfg->queue, &cv_srv.pool) != CV_OK) {
         cv_log_msg("error", "cannot start the worker pool", NULL);
         return 1;

@@ -1,6 +1,7 @@
 /* Route table and handlers. Handlers run on the connection's thread with the whole body read;
  * compute always goes to the worker pool. */
 #include <microhttpd.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +46,7 @@ static int handle_corr2d(struct MHD_Connection *conn, struct cv_req *req) {
     if (cv_api_corr2d_parse(req->body, req->body_len, &lim, &parsed, &err) != CV_OK)
         return cv_http_reply_problem(conn, req, &err);
     struct cv_job *job;
-    int rc = cv_job_new(CV_JOB_KIND_CORR2D, &parsed, &job);
+    int rc = cv_job_new(CV_JOB_KIND_CORR2D, &parsed, false, &job);
     if (rc != CV_OK) {
         cv_api_corr2d_request_free(&parsed);
         return cv_http_reply_status(conn, req, rc);
@@ -111,7 +112,7 @@ static int handle_train(struct MHD_Connection *conn, struct cv_req *req) {
         return cv_http_reply_problem(conn, req, &err);
     bool stream = parsed.stream;
     struct cv_job *job;
-    int rc = cv_job_new(CV_JOB_KIND_TRAIN, &parsed, &job);
+    int rc = cv_job_new(CV_JOB_KIND_TRAIN, &parsed, true, &job);
     if (rc != CV_OK) {
         cv_api_train_request_free(&parsed);
         return cv_http_reply_status(conn, req, rc);
@@ -127,7 +128,7 @@ static int handle_train(struct MHD_Connection *conn, struct cv_req *req) {
         return cv_http_reply_status(conn, req, rc);
     }
     if (stream) {
-        ret = cv_stream_reply(conn, req, job, wants_sse(conn), true);
+        ret = cv_stream_reply(conn, req, job, 0, wants_sse(conn), true);
     } else if (!wait_job(conn, req, job)) {
         ret = MHD_NO;
     } else {
@@ -159,13 +160,252 @@ static int handle_readyz(struct MHD_Connection *conn, struct cv_req *req) {
     return cv_http_reply(conn, req, 200, "application/json", ready, sizeof ready - 1);
 }
 
+/* ---- jobs ---------------------------------------------------------------------------------- */
+
+/* Replies with one job resource (status 200 or 202), taking the job's lock for the view. */
+static int reply_job(struct MHD_Connection *conn, struct cv_req *req, struct cv_job *job,
+                     int status, const char *location) {
+    char times[3][40];
+    struct cv_api_job_view v;
+    size_t len = 0;
+    pthread_mutex_lock(&job->mu);
+    cv_job_view_locked(job, &v, times);
+    char *body = cv_api_job_dump(&v, true, &len);
+    pthread_mutex_unlock(&job->mu);
+    if (body == NULL)
+        return cv_http_reply_status(conn, req, CV_ENOMEM);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    if (resp == NULL) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(resp, "X-Request-Id", req->request_id);
+    if (location != NULL)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, location);
+    int ret = MHD_queue_response(conn, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    req->status = status;
+    req->bytes_out = len;
+    req->replied = true;
+    return ret;
+}
+
+static int handle_job_create(struct MHD_Connection *conn, struct cv_req *req) {
+    int ret;
+    if (refuse_if_draining(conn, req, &ret))
+        return ret;
+    struct cv_api_limits lim = limits();
+    struct cv_api_error err;
+    enum cv_api_job_kind kind;
+    if (cv_api_job_kind_peek(req->body, req->body_len, &kind, &err) != CV_OK)
+        return cv_http_reply_problem(conn, req, &err);
+    struct cv_corr2d_request c;
+    struct cv_train_request t;
+    struct cv_job *job;
+    int rc;
+    if (kind == CV_API_JOB_KIND_TRAIN) {
+        if (cv_api_train_parse(req->body, req->body_len, &lim, &t, &err) != CV_OK)
+            return cv_http_reply_problem(conn, req, &err);
+        rc = cv_job_new(CV_JOB_KIND_TRAIN, &t, true, &job);
+        if (rc != CV_OK)
+            cv_api_train_request_free(&t);
+    } else {
+        if (cv_api_corr2d_parse(req->body, req->body_len, &lim, &c, &err) != CV_OK)
+            return cv_http_reply_problem(conn, req, &err);
+        rc = cv_job_new(CV_JOB_KIND_CORR2D, &c, true, &job);
+        if (rc != CV_OK)
+            cv_api_corr2d_request_free(&c);
+    }
+    if (rc != CV_OK)
+        return cv_http_reply_status(conn, req, rc);
+    snprintf(req->job_id, sizeof req->job_id, "%s", job->id);
+    if (kind == CV_API_JOB_KIND_TRAIN) {
+        size_t len = 0;
+        char *start = cv_api_event_start_dump(&job->train, job->id, &len);
+        cv_job_push_event(job, "start", start, len, false);
+    }
+    rc = cv_job_submit(job, cv_srv.pool);
+    if (rc != CV_OK) {
+        cv_job_unref(job);
+        return cv_http_reply_status(conn, req, rc);
+    }
+    char location[64];
+    snprintf(location, sizeof location, "/jobs/%s", job->id);
+    ret = reply_job(conn, req, job, 202, location);
+    cv_job_unref(job);
+    return ret;
+}
+
+/* A 400 for a bad query parameter. */
+static int reply_bad_query(struct MHD_Connection *conn, struct cv_req *req, const char *name,
+                           const char *detail) {
+    struct cv_api_error err;
+    char pointer[40];
+    snprintf(pointer, sizeof pointer, "?%s", name);
+    cv_api_error_set(&err, 400, "invalid_query", pointer, "%s", detail);
+    return cv_http_reply_problem(conn, req, &err);
+}
+
+/* Parses an optional integer query parameter within [lo, hi]. Returns false when present but
+ * invalid. */
+static bool query_int(struct MHD_Connection *conn, const char *name, long long lo, long long hi,
+                      long long *out) {
+    const char *v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, name);
+    if (v == NULL)
+        return true;
+    char *end;
+    long long n = strtoll(v, &end, 10);
+    if (*v == '\0' || *end != '\0' || n < lo || n > hi)
+        return false;
+    *out = n;
+    return true;
+}
+
+#define JOBS_LIST_MAX 1000
+
+static int handle_job_list(struct MHD_Connection *conn, struct cv_req *req) {
+    long long limit = 100;
+    if (!query_int(conn, "limit", 1, JOBS_LIST_MAX, &limit))
+        return reply_bad_query(conn, req, "limit", "limit must be an integer from 1 to 1000");
+    int state = -1;
+    const char *status = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "status");
+    if (status != NULL) {
+        for (int st = 0; st <= CV_JOB_STATE_CANCELLED && state < 0; st++)
+            if (strcmp(status, cv_job_state_name((enum cv_job_state)st)) == 0)
+                state = st;
+        if (state < 0)
+            return reply_bad_query(conn, req, "status",
+                                   "status must be one of queued, running, succeeded, failed, "
+                                   "cancelling, cancelled");
+    }
+    struct cv_job **jobs = calloc((size_t)limit, sizeof *jobs);
+    struct cv_api_job_view *views = calloc((size_t)limit, sizeof *views);
+    char(*times)[3][40] = calloc((size_t)limit, sizeof *times);
+    size_t n = jobs && views && times ? cv_jobs_list(state, jobs, (size_t)limit) : 0;
+    char *body = NULL;
+    size_t len = 0;
+    if (jobs && views && times) {
+        for (size_t i = 0; i < n; i++)
+            pthread_mutex_lock(&jobs[i]->mu);
+        for (size_t i = 0; i < n; i++)
+            cv_job_view_locked(jobs[i], &views[i], times[i]);
+        body = cv_api_job_list_dump(views, n, &len);
+        for (size_t i = 0; i < n; i++)
+            pthread_mutex_unlock(&jobs[i]->mu);
+    }
+    for (size_t i = 0; i < n; i++)
+        cv_job_unref(jobs[i]);
+    free(jobs);
+    free(views);
+    free(times);
+    int ret = body ? cv_http_reply(conn, req, 200, "application/json", body, len)
+                   : cv_http_reply_status(conn, req, CV_ENOMEM);
+    free(body);
+    return ret;
+}
+
+/* Looks up the job named by the path; replies 404 and returns NULL when there is none. */
+static struct cv_job *find_job(struct MHD_Connection *conn, struct cv_req *req, int *ret) {
+    struct cv_job *job = cv_jobs_find(req->path_id);
+    if (job == NULL) {
+        struct cv_api_error err;
+        cv_api_error_set(&err, 404, "not_found", NULL,
+                         "no job %s (finished jobs are kept up to --job-history)", req->path_id);
+        *ret = cv_http_reply_problem(conn, req, &err);
+        return NULL;
+    }
+    snprintf(req->job_id, sizeof req->job_id, "%s", job->id);
+    return job;
+}
+
+static int handle_job_get(struct MHD_Connection *conn, struct cv_req *req) {
+    int ret;
+    struct cv_job *job = find_job(conn, req, &ret);
+    if (job == NULL)
+        return ret;
+    ret = reply_job(conn, req, job, 200, NULL);
+    cv_job_unref(job);
+    return ret;
+}
+
+static int handle_job_delete(struct MHD_Connection *conn, struct cv_req *req) {
+    int ret;
+    struct cv_job *job = find_job(conn, req, &ret);
+    if (job == NULL)
+        return ret;
+    pthread_mutex_lock(&job->mu);
+    bool terminal = job->terminal;
+    pthread_mutex_unlock(&job->mu);
+    if (!terminal)
+        cv_job_cancel(job);
+    ret = reply_job(conn, req, job, terminal ? 200 : 202, NULL);
+    cv_job_unref(job);
+    return ret;
+}
+
+static int handle_job_events(struct MHD_Connection *conn, struct cv_req *req) {
+    int ret;
+    /* Resume after an event: Last-Event-ID (what EventSource sends back) or ?after=N. */
+    long long after = -1;
+    if (!query_int(conn, "after", -1, INT32_MAX, &after))
+        return reply_bad_query(conn, req, "after", "after must be an event id (an integer >= 0)");
+    const char *last = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Last-Event-ID");
+    if (last != NULL && MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "after") == NULL) {
+        char *end;
+        long long n = strtoll(last, &end, 10);
+        if (*last != '\0' && *end == '\0' && n >= 0)
+            after = n;
+    }
+    struct cv_job *job = find_job(conn, req, &ret);
+    if (job == NULL)
+        return ret;
+    size_t from = (size_t)(after + 1);
+    pthread_mutex_lock(&job->mu);
+    bool nothing_new = job->terminal && from >= job->n_events;
+    pthread_mutex_unlock(&job->mu);
+    if (nothing_new) /* 204 tells EventSource to stop reconnecting */
+        ret = cv_http_reply(conn, req, 204, "text/plain", "", 0);
+    else
+        ret = cv_stream_reply(conn, req, job, from, wants_sse(conn), false);
+    cv_job_unref(job);
+    return ret;
+}
+
+/* ---- operations ------------------------------------------------------------------------------ */
+
+static int handle_metrics(struct MHD_Connection *conn, struct cv_req *req) {
+    size_t len = 0;
+    char *body = cv_metrics_render(cv_srv.pool, &len);
+    int ret =
+        body ? cv_http_reply(conn, req, 200, "text/plain; version=0.0.4; charset=utf-8", body, len)
+             : cv_http_reply_status(conn, req, CV_ENOMEM);
+    free(body);
+    return ret;
+}
+
+static int handle_openapi(struct MHD_Connection *conn, struct cv_req *req) {
+    size_t len = 0;
+    const char *doc = cv_api_openapi_json(&len);
+    return cv_http_reply(conn, req, 200, "application/json", doc, len);
+}
+
+/* The route table: the single list of what convd serves (tests compare it with openapi.json).
+ * http.c answers 401, 404, 405 (with Allow), 415 and 413 from it before any handler runs. */
 const struct cv_route cv_routes[] = {
-    /* method  path        handler          flags */
+    /* method   path                  handler             flags */
     {"POST", "/corr2d", handle_corr2d, CV_ROUTE_FLAGS_JSON_BODY},
     {"POST", "/train", handle_train, CV_ROUTE_FLAGS_JSON_BODY},
+    {"POST", "/jobs", handle_job_create, CV_ROUTE_FLAGS_JSON_BODY},
+    {"GET", "/jobs", handle_job_list, 0},
+    {"GET", "/jobs/{id}", handle_job_get, 0},
+    {"DELETE", "/jobs/{id}", handle_job_delete, 0},
+    {"GET", "/jobs/{id}/events", handle_job_events, 0},
     {"GET", "/kernels", handle_kernels, 0},
-    {"GET", "/healthz", handle_healthz, 0},
-    {"GET", "/livez", handle_healthz, 0},
-    {"GET", "/readyz", handle_readyz, 0},
+    {"GET", "/openapi.json", handle_openapi, 0},
+    {"GET", "/healthz", handle_healthz, CV_ROUTE_FLAGS_PUBLIC},
+    {"GET", "/livez", handle_healthz, CV_ROUTE_FLAGS_PUBLIC},
+    {"GET", "/readyz", handle_readyz, CV_ROUTE_FLAGS_PUBLIC},
+    {"GET", "/metrics", handle_metrics, CV_ROUTE_FLAGS_PUBLIC},
     {NULL, NULL, NULL, 0},
 };

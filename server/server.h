@@ -41,7 +41,11 @@ struct cv_config {
     double heartbeat;     /* seconds between SSE keep-alive comments */
     int max_connections;  /* concurrent connections */
     enum cv_log_format log_format;
-    char probe_url[300]; /* --probe URL */
+    char probe_url[300];  /* --probe URL */
+    char token_file[300]; /* --token-file: its first line is the bearer token */
+    char token[300];      /* the bearer token ("" = no auth), from the file or CONVD_TOKEN */
+    char tls_cert[300];   /* --tls-cert PEM file ("" = plain HTTP) */
+    char tls_key[300];    /* --tls-key PEM file */
 };
 
 /* Outcome of cv_config_load besides success. */
@@ -79,6 +83,13 @@ void cv_log_request(const struct cv_log_request *r);
 /* Writes one line {"ts","level","msg", ...extra} where extra_json is either NULL or a
  * comma-separated list of already-encoded JSON members, e.g. "\"port\":8080". */
 void cv_log_msg(const char *level, const char *msg, const char *extra_json);
+
+/* Writes a wall-clock time (Unix milliseconds) as RFC 3339 UTC with milliseconds,
+ * "2026-11-25T14:30:05.123Z", into out (at least 32 bytes). */
+void cv_log_format_time(double unix_ms, char *out, size_t cap);
+
+/* Wall-clock milliseconds since the Unix epoch. */
+double cv_now_unix_ms(void);
 
 /* Appends s to out (capacity cap, NUL-terminated) as the body of a JSON string (escaped).
  * Returns the new length; truncates rather than overflow. */
@@ -133,6 +144,7 @@ struct cv_job_event {
 struct cv_job {
     char id[40]; /* "j-" + 32 hex digits from getrandom: unguessable */
     enum cv_job_kind kind;
+    bool registered; /* listed by GET /jobs (async jobs and /train); fixed at creation */
     atomic_int refs;
     atomic_bool cancel; /* set by cv_job_cancel; read by the worker after every step */
     double created_ms;  /* monotonic clock */
@@ -143,9 +155,15 @@ struct cv_job {
     struct cv_job_event *events; /* the log, append-only */
     size_t n_events, cap_events;
     bool terminal; /* the last event (done/error) has been appended */
+    double created_unix_ms, started_unix_ms, finished_unix_ms; /* wall clock; 0 = not yet */
+    int32_t step;                                              /* last step done (train) */
+    double last_loss;       /* its loss; NaN before the first step */
+    char *result_json;      /* registered jobs: the rendered result once terminal */
+    const char *error_code; /* static string when failed, else NULL */
+    char error_detail[200];
 
     /* Kind-specific work, owned by the job, touched only by the worker while running and by
-     * the owner after `terminal` is seen. */
+     * others after `terminal` is seen. */
     struct cv_corr2d_request corr2d;
     struct cv_train_request train;
     int status; /* compute status of a finished job (CV_OK, ...) */
@@ -155,9 +173,11 @@ struct cv_job {
 };
 
 /* Creates a job of `kind` with one reference, taking ownership of *req (a struct
- * cv_corr2d_request or cv_train_request, which is left empty). Returns CV_OK or CV_ENOMEM
+ * cv_corr2d_request or cv_train_request, which is left empty). A registered job is listed by
+ * GET /jobs and kept after it ends (up to --job-history finished jobs); an unregistered one
+ * (a synchronous /corr2d) lives only as long as its references. Returns CV_OK or CV_ENOMEM
  * (then *req is untouched). */
-int cv_job_new(enum cv_job_kind kind, void *req, struct cv_job **out);
+int cv_job_new(enum cv_job_kind kind, void *req, bool registered, struct cv_job **out);
 
 /* Adds a reference and returns job. */
 struct cv_job *cv_job_ref(struct cv_job *job);
@@ -182,13 +202,42 @@ bool cv_job_wait_terminal(struct cv_job *job, int timeout_ms);
 /* Name of a state ("queued", "running", ...). */
 const char *cv_job_state_name(enum cv_job_state state);
 
-/* ---- jobs registry (job.c): live and recent jobs, for drain ------------------------------ */
+/* ---- jobs registry (job.c): live and recent registered jobs ----------------------------- */
+
+/* Sets how many finished jobs are kept (--job-history); call before serving. */
+void cv_jobs_set_history(int history);
+
+/* Finds a registered job by id. Returns it with a new reference (cv_job_unref it), or NULL. */
+struct cv_job *cv_jobs_find(const char *id);
+
+/* Fills out[0..max) with referenced registered jobs, newest first, whose state is `state`
+ * (or any state when state < 0). Returns how many were written; unref each. */
+size_t cv_jobs_list(int state, struct cv_job **out, size_t max);
 
 /* Cancels every job that is not terminal (drain on shutdown). */
 void cv_jobs_cancel_all(void);
 
-/* Number of jobs not yet terminal. */
+/* Number of registered jobs not yet terminal. */
 int cv_jobs_active(void);
+
+/* Fills a view of the job for the api layer's dumps, using the caller's buffers for the
+ * times; the view borrows from the job, which must stay referenced and whose mu the caller
+ * must hold while the view is used. */
+void cv_job_view_locked(struct cv_job *job, struct cv_api_job_view *v, char times[3][40]);
+
+/* ---- metrics.c: counters for GET /metrics (Prometheus text format) ---------------------- */
+
+/* Counts one finished request: route is the route template ("/jobs/{id}"), or "unmatched". */
+void cv_metrics_request(const char *route, int code, double seconds);
+
+/* Counts a job that reached a terminal state. */
+void cv_metrics_job_done(enum cv_job_kind kind, enum cv_job_state state);
+
+/* Counts one training step. */
+void cv_metrics_train_step(void);
+
+/* The exposition text (caller free()s), with the pool's gauges; NULL when out of memory. */
+char *cv_metrics_render(struct cv_pool *pool, size_t *len);
 
 /* ---- http.c / routes.c / stream.c --------------------------------------------------------- */
 
@@ -221,6 +270,8 @@ struct cv_req {
     uint64_t bytes_out;
     atomic_uint_fast64_t stream_bytes; /* bytes written by a stream reader */
     char job_id[40];
+    char path_id[64];        /* the segment a "{id}" of the route matched */
+    const char *query_after; /* borrowed from MHD for the request: ?after= */
 };
 
 /* A route handler: runs on the final MHD call with the whole body in req. Returns the
@@ -229,11 +280,12 @@ typedef int (*cv_route_handler)(struct MHD_Connection *conn, struct cv_req *req)
 
 enum cv_route_flags {
     CV_ROUTE_FLAGS_JSON_BODY = 1, /* POST with an application/json body */
+    CV_ROUTE_FLAGS_PUBLIC = 2,    /* served without the bearer token (probes, metrics) */
 };
 
 struct cv_route {
     const char *method;
-    const char *path;
+    const char *path; /* a template: a "{id}" segment matches any one segment */
     cv_route_handler handler;
     unsigned flags;
 };
@@ -260,10 +312,11 @@ int cv_http_reply_status(struct MHD_Connection *conn, struct cv_req *req, int st
 /* True when the client of conn has closed its side (checked without blocking). */
 bool cv_http_client_gone(struct MHD_Connection *conn);
 
-/* Queues the streamed reply that follows `job` (NDJSON, or SSE when sse), taking a job
- * reference; when cancel_on_close, a client that leaves before the end cancels the job. */
-int cv_stream_reply(struct MHD_Connection *conn, struct cv_req *req, struct cv_job *job, bool sse,
-                    bool cancel_on_close);
+/* Queues the streamed reply that follows `job` from event index `from` on (NDJSON, or SSE
+ * when sse), taking a job reference; when cancel_on_close, a client that leaves before the end
+ * cancels the job. */
+int cv_stream_reply(struct MHD_Connection *conn, struct cv_req *req, struct cv_job *job,
+                    size_t from, bool sse, bool cancel_on_close);
 
 /* Monotonic milliseconds. */
 double cv_now_ms(void);

@@ -121,8 +121,8 @@ static void stream_free(void *cls) {
     atomic_fetch_sub(&cv_srv.open_streams, 1);
 }
 
-int cv_stream_reply(struct MHD_Connection *conn, struct cv_req *req, struct cv_job *job, bool sse,
-                    bool cancel_on_close) {
+int cv_stream_reply(struct MHD_Connection *conn, struct cv_req *req, struct cv_job *job,
+                    size_t from, bool sse, bool cancel_on_close) {
     struct stream *s = calloc(1, sizeof *s);
     if (s == NULL)
         return cv_http_reply_status(conn, req, CV_ENOMEM);
@@ -131,6 +131,7 @@ int cv_stream_reply(struct MHD_Connection *conn, struct cv_req *req, struct cv_j
     s->req = req;
     s->sse = sse;
     s->cancel_on_close = cancel_on_close;
+    s->next = from;
     s->last_write_ms = cv_now_ms();
     atomic_fetch_add(&cv_srv.open_streams, 1);
     struct MHD_Response *resp =

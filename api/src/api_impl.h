@@ -119,6 +119,15 @@ struct cv__field {
     unsigned flags;
 };
 
+/* Loads body into *root, an object the caller json_decref()s. Returns p->status: 400
+ * "invalid_json" (with line, column, position), "duplicate_key" or "not_an_object" on failure. */
+int cv__body_load(struct cv__parse *p, const char *body, size_t len, json_t **root);
+
+/* The "kind" row of the /corr2d and /train tables (job_json.c): accepts the string naming the
+ * table's own job kind (f->lo: a enum cv_api_job_kind), so the same body serves POST /jobs. */
+void cv__field_kind(struct cv__parse *p, const struct cv__field *f, json_t *v, const char *ptr,
+                    void *dst);
+
 /* Loads a request body and parses its members by the table into spec (cv__fields_parse).
  * Returns p->status: a body that is not JSON fails with 400 "invalid_json" (line, column and
  * position, and jansson's text in the detail) or "duplicate_key", one that is not an object

@@ -30,6 +30,7 @@ static const struct cv__field corr2d_fields[] = {
     {"bias", cv__field_bias, offsetof(struct corr2d_spec, bias), 0, 0, 0},
     CV__GEOM_FIELDS(struct corr2d_spec, geom),
     {"output_format", cv__field_out_form, offsetof(struct corr2d_spec, out_form), 0, 0, 0},
+    {"kind", cv__field_kind, 0, CV_API_JOB_KIND_CORR2D, 0, 0},
 };
 
 static void spec_free(struct corr2d_spec *s) {

@@ -44,8 +44,7 @@ bool cv__errors_full(const struct cv__parse *p) {
     return p->err->n_errors >= CV_API_MAX_FIELD_ERRORS;
 }
 
-/* Loads body into *root, an object the caller json_decref()s. */
-static int body_load(struct cv__parse *p, const char *body, size_t len, json_t **root) {
+int cv__body_load(struct cv__parse *p, const char *body, size_t len, json_t **root) {
     json_error_t je;
     *root = NULL;
     /* JSON_DECODE_ANY so that a scalar body is "not an object" rather than a syntax error. */
@@ -107,7 +106,7 @@ const char *cv__json_type_name(const json_t *v) {
 int cv__body_parse(struct cv__parse *p, const char *body, size_t len, const struct cv__field *tab,
                    size_t n, void *spec) {
     json_t *root;
-    if (body_load(p, body, len, &root) != CV_OK)
+    if (cv__body_load(p, body, len, &root) != CV_OK)
         return p->status;
     cv__fields_parse(p, tab, n, root, "", spec);
     /* Nothing parsed keeps a reference into the tree: tensors are copied out of it. */

@@ -129,6 +129,7 @@ static const struct cv__field train_fields[] = {
     {"stop_loss", cv__field_f64, SPEC(stop_loss), -INFINITY, INFINITY, 0},
     {"stream", cv__field_bool, SPEC(stream), 0, 0, 0},
     {"output_format", cv__field_out_form, SPEC(out_form), 0, 0, 0},
+    {"kind", cv__field_kind, 0, CV_API_JOB_KIND_TRAIN, 0, 0},
 };
 #undef SPEC
 

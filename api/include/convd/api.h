@@ -159,6 +159,49 @@ char *cv_api_train_reply_dump(const struct cv_train_request *req, const char *st
                               const struct cv_train_result *res, const double *losses,
                               int32_t n_losses, double elapsed_ms, size_t *len);
 
+/* ---- jobs: POST /jobs, GET /jobs, GET /jobs/{id} ------------------------------------------ */
+
+enum cv_api_job_kind {
+    CV_API_JOB_KIND_CORR2D = 0,
+    CV_API_JOB_KIND_TRAIN = 1,
+};
+
+/* Name of a job kind: "corr2d" or "train". */
+const char *cv_api_job_kind_name(enum cv_api_job_kind kind);
+
+/* Reads the "kind" member of a POST /jobs body into *kind. Returns CV_OK, or a negative status
+ * with *err filled: 400 for a body that is not a JSON object (as the full parsers report it),
+ * 422 missing_field or invalid_field at "/kind". The body is then parsed in full by
+ * cv_api_corr2d_parse or cv_api_train_parse, which accept a "kind" naming their own kind. */
+int cv_api_job_kind_peek(const char *body, size_t len, enum cv_api_job_kind *kind,
+                         struct cv_api_error *err);
+
+/* What a job resource shows. Strings are borrowed; NULL strings and NaN numbers are written as
+ * null. result_json is already-rendered JSON (the /corr2d reply or the "stream": false reply). */
+struct cv_api_job_view {
+    const char *id, *kind, *status;
+    const char *created_at, *started_at, *finished_at; /* RFC 3339 UTC */
+    int32_t step, steps;                               /* progress */
+    double loss;                                       /* last reported loss */
+    double elapsed_ms;
+    const char *result_json;
+    const char *error_code, *error_detail; /* "error": {"code","detail"} when code is set */
+};
+
+/* One job resource: {"id","kind","status","created_at","started_at","finished_at",
+ * "progress":{"step","steps"},"loss","elapsed_ms","links":{"self","events"},"result","error"};
+ * "result" is left out when with_result is false (job lists). */
+char *cv_api_job_dump(const struct cv_api_job_view *v, bool with_result, size_t *len);
+
+/* {"jobs":[resource without result, ...]} for n views (in the order given). */
+char *cv_api_job_list_dump(const struct cv_api_job_view *v, size_t n, size_t *len);
+
+/* ---- GET /openapi.json ------------------------------------------------------------------- */
+
+/* The OpenAPI 3.1 description of the HTTP API (api/openapi.json, built into the binary);
+ * static text, never NULL; its length in *len when len is not NULL. */
+const char *cv_api_openapi_json(size_t *len);
+
 /* ---- GET /kernels ------------------------------------------------------------------------ */
 
 /* {"kernels":[{"name":"edge","kernel":[[1,-1]],"description":"..."}, ...,
