@@ -40,10 +40,9 @@ static void drain(const sigset_t *set, int sig) {
     char extra[64];
     snprintf(extra, sizeof extra, "\"signal\":%d,\"jobs\":%d", sig, cv_jobs_active());
     cv_log_msg("info", "draining", extra);
+    /* Keep listening while draining: load balancers see /readyz answer 503 and new work is
+     * refused with 503 shutting_down, rather than connections being refused outright. */
     atomic_store(&cv_srv.draining, true);
-    MHD_socket listen_fd = MHD_quiesce_daemon(cv_srv.daemon);
-    if (listen_fd != MHD_INVALID_SOCKET)
-        close(listen_fd);
     wait_until(set, cv_now_ms() + cv_srv.cfg.drain_timeout * 1000.0, no_active_jobs);
     if (!no_active_jobs()) {
         cv_log_msg("warn", "drain timeout: cancelling running jobs", NULL);
@@ -52,6 +51,9 @@ static void drain(const sigset_t *set, int sig) {
     }
     /* Streams now hold only terminal events to flush; give slow readers a moment. */
     wait_until(set, cv_now_ms() + 5000.0, no_open_streams);
+    MHD_socket listen_fd = MHD_quiesce_daemon(cv_srv.daemon);
+    if (listen_fd != MHD_INVALID_SOCKET)
+        close(listen_fd);
     MHD_stop_daemon(cv_srv.daemon);
     cv_pool_free(cv_srv.pool);
     cv_log_msg("info", "stopped", NULL);
