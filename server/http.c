@@ -24,6 +24,8 @@ static const char problem_type[] = "application/problem+json";
 static void add_common_headers(struct MHD_Response *resp, struct cv_req *req) {
     MHD_add_response_header(resp, "X-Request-Id", req->request_id);
     MHD_add_response_header(resp, "Server", "convd/" CV_VERSION);
+    if (req->job_id[0] != '\0')
+        MHD_add_response_header(resp, "X-Job-Id", req->job_id);
 }
 
 int cv_http_reply(struct MHD_Connection *conn, struct cv_req *req, int status,

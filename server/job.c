@@ -236,11 +236,15 @@ void cv_job_unref(struct cv_job *job) {
     free(job);
 }
 
+static void finish_unstarted_locked(struct cv_job *job);
+
 void cv_job_cancel(struct cv_job *job) {
     atomic_store(&job->cancel, true);
     pthread_mutex_lock(&job->mu);
     if (job->state == CV_JOB_STATE_RUNNING)
         job->state = CV_JOB_STATE_CANCELLING;
+    else if (job->state == CV_JOB_STATE_QUEUED)
+        finish_unstarted_locked(job); /* ends now; the worker that pops it skips it */
     pthread_cond_broadcast(&job->cond);
     pthread_mutex_unlock(&job->mu);
 }
@@ -305,12 +309,40 @@ bool cv_job_wait_terminal(struct cv_job *job, int timeout_ms) {
 
 /* ---- running on a worker ------------------------------------------------------------------- */
 
-/* Marks the job running unless it was cancelled while queued. Returns false when cancelled. */
+/* Ends a job cancelled before it ran (mu held): state, result and terminal event at once.
+ * Idempotent: a job already terminal is left alone. */
+static void finish_unstarted_locked(struct cv_job *job) {
+    if (job->terminal)
+        return;
+    job->status = CV_ECANCELED;
+    job->state = CV_JOB_STATE_CANCELLED;
+    job->finished_unix_ms = cv_now_unix_ms();
+    char *json;
+    size_t len = 0;
+    if (job->kind == CV_JOB_KIND_TRAIN) {
+        job->result = (struct cv_train_result){0, NAN, NAN, false};
+        json = cv_api_event_done_dump(&job->train, "cancelled", &job->result, 0, &len);
+        if (job->registered)
+            job->result_json = cv_api_train_reply_dump(&job->train, "cancelled", &job->result,
+                                                       job->losses, 0, 0, NULL);
+    } else {
+        json = strdup("{\"event\":\"done\",\"status\":\"cancelled\"}");
+    }
+    push_locked(job, "done", json, len, true);
+    cv_metrics_job_done(job->kind, CV_JOB_STATE_CANCELLED);
+}
+
+/* Marks the job running unless it was cancelled while queued (then it is ended here, if
+ * cv_job_cancel has not already). Returns false when it must not run. */
 static bool begin_running(struct cv_job *job) {
     pthread_mutex_lock(&job->mu);
-    bool go = !atomic_load(&job->cancel);
-    job->state = go ? CV_JOB_STATE_RUNNING : CV_JOB_STATE_CANCELLED;
-    job->started_unix_ms = cv_now_unix_ms();
+    bool go = !atomic_load(&job->cancel) && !job->terminal;
+    if (go) {
+        job->state = CV_JOB_STATE_RUNNING;
+        job->started_unix_ms = cv_now_unix_ms();
+    } else {
+        finish_unstarted_locked(job);
+    }
     pthread_mutex_unlock(&job->mu);
     return go;
 }
@@ -333,12 +365,8 @@ static void finish(struct cv_job *job, enum cv_job_state state, const char *type
 
 static void run_corr2d(struct cv_job *job, int n_threads) {
     double t0 = cv_now_ms();
-    if (!begin_running(job)) {
-        job->status = CV_ECANCELED;
-        finish(job, CV_JOB_STATE_CANCELLED, "done",
-               strdup("{\"event\":\"done\",\"status\":\"cancelled\"}"), 0, NULL, NULL, NULL);
+    if (!begin_running(job))
         return;
-    }
     struct cv_corr2d_request *r = &job->corr2d;
     job->status = cv_corr2d_forward(&r->x, &r->k, r->bias, &r->geom, &r->y, n_threads);
     job->elapsed_ms = cv_now_ms() - t0;
@@ -392,14 +420,8 @@ static void run_train(struct cv_job *job, int n_threads) {
     struct train_ctx ctx = {job, cv_now_ms()};
     size_t len = 0;
     char *json;
-    if (!begin_running(job)) {
-        job->status = CV_ECANCELED;
-        job->result = (struct cv_train_result){0, NAN, NAN, false};
-        json = cv_api_event_done_dump(r, "cancelled", &job->result, 0, &len);
-        finish(job, CV_JOB_STATE_CANCELLED, "done", json, len, train_result(job, "cancelled"), NULL,
-               NULL);
+    if (!begin_running(job))
         return;
-    }
     r->params.n_threads = n_threads;
     job->status =
         cv_train_run(&r->params, &r->x, &r->y, &r->weight, r->bias, on_step, &ctx, &job->result);

@@ -162,16 +162,20 @@ static int handle_readyz(struct MHD_Connection *conn, struct cv_req *req) {
 
 /* ---- jobs ---------------------------------------------------------------------------------- */
 
-/* Replies with one job resource (status 200 or 202), taking the job's lock for the view. */
-static int reply_job(struct MHD_Connection *conn, struct cv_req *req, struct cv_job *job,
-                     int status, const char *location) {
+/* The job resource as it stands (caller free()s); NULL when out of memory. */
+static char *job_dump(struct cv_job *job, size_t *len) {
     char times[3][40];
     struct cv_api_job_view v;
-    size_t len = 0;
     pthread_mutex_lock(&job->mu);
     cv_job_view_locked(job, &v, times);
-    char *body = cv_api_job_dump(&v, true, &len);
+    char *body = cv_api_job_dump(&v, true, len);
     pthread_mutex_unlock(&job->mu);
+    return body;
+}
+
+/* Replies with a rendered job resource (status 200 or 202), taking ownership of body. */
+static int reply_job_body(struct MHD_Connection *conn, struct cv_req *req, char *body, size_t len,
+                          int status, const char *location) {
     if (body == NULL)
         return cv_http_reply_status(conn, req, CV_ENOMEM);
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
@@ -189,6 +193,13 @@ static int reply_job(struct MHD_Connection *conn, struct cv_req *req, struct cv_
     req->bytes_out = len;
     req->replied = true;
     return ret;
+}
+
+static int reply_job(struct MHD_Connection *conn, struct cv_req *req, struct cv_job *job,
+                     int status, const char *location) {
+    size_t len = 0;
+    char *body = job_dump(job, &len);
+    return reply_job_body(conn, req, body, len, status, location);
 }
 
 static int handle_job_create(struct MHD_Connection *conn, struct cv_req *req) {
@@ -225,14 +236,18 @@ static int handle_job_create(struct MHD_Connection *conn, struct cv_req *req) {
         char *start = cv_api_event_start_dump(&job->train, job->id, &len);
         cv_job_push_event(job, "start", start, len, false);
     }
+    /* The reply shows the job as accepted, "queued", whatever the worker does next. */
+    size_t len = 0;
+    char *body = job_dump(job, &len);
     rc = cv_job_submit(job, cv_srv.pool);
     if (rc != CV_OK) {
+        free(body);
         cv_job_unref(job);
         return cv_http_reply_status(conn, req, rc);
     }
     char location[64];
     snprintf(location, sizeof location, "/jobs/%s", job->id);
-    ret = reply_job(conn, req, job, 202, location);
+    ret = reply_job_body(conn, req, body, len, 202, location);
     cv_job_unref(job);
     return ret;
 }

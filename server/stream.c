@@ -146,8 +146,8 @@ int cv_stream_reply(struct MHD_Connection *conn, struct cv_req *req, struct cv_j
     MHD_add_response_header(resp, "X-Accel-Buffering", "no");
     MHD_add_response_header(resp, "Vary", "Accept");
     MHD_add_response_header(resp, "X-Request-Id", req->request_id);
-    MHD_add_response_header(resp, "X-Job-Id", job->id);
     MHD_add_response_header(resp, "Server", "convd/" CV_VERSION);
+    MHD_add_response_header(resp, "X-Job-Id", job->id);
     /* The idle timeout would otherwise cut a stream whose steps are slow (notes/api.md §5). */
     MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
     int ret = MHD_queue_response(conn, 200, resp);

@@ -27,10 +27,14 @@ double cv_now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void sleep_ms(long ms) {
+void cv_sleep_ms(long ms) {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;
+}
+
+const char *cv_convd_bin(void) {
+    return CONVD_BIN;
 }
 
 char *cv_strdupf(const char *fmt, ...) {
@@ -75,8 +79,20 @@ char *cv_daemon_log(const struct cv_daemon *d) {
     return buf;
 }
 
+/* The port of a text-format listening line ("... info listening ...\"port\":N..."), or 0. */
+static int text_port(const char *line, size_t len) {
+    char buf[1024];
+    if (len >= sizeof buf)
+        return 0;
+    memcpy(buf, line, len);
+    buf[len] = '\0';
+    const char *p = strstr(buf, "listening") ? strstr(buf, "\"port\":") : NULL;
+    return p ? atoi(p + 7) : 0;
+}
+
 /* The port of the first JSON line with "msg":"listening", or 0. Other lines are skipped, so a
- * daemon that prints a config line first still works. */
+ * daemon that prints a config line first still works. With --log-format text the line is not
+ * JSON: then the "port" member it carries is used. */
 static int find_port(const char *log) {
     for (const char *line = log; line && *line;) {
         const char *end = strchr(line, '\n');
@@ -88,6 +104,8 @@ static int find_port(const char *log) {
             strcmp(json_string_value(json_object_get(j, "msg")), "listening") == 0 &&
             json_is_integer(json_object_get(j, "port")))
             port = (int)json_integer_value(json_object_get(j, "port"));
+        if (!j)
+            port = text_port(line, (size_t)(end - line));
         json_decref(j);
         if (port > 0)
             return port;
@@ -163,7 +181,7 @@ int cv_daemon_start(struct cv_daemon *d, const char *const *args, const char *co
             dump_log(d);
             return -1;
         }
-        sleep_ms(20);
+        cv_sleep_ms(20);
     }
     fprintf(stderr, "convd printed no listening line within %d s\n", CV_START_TIMEOUT_S);
     dump_log(d);
@@ -199,7 +217,7 @@ int cv_daemon_wait(struct cv_daemon *d, double timeout_s) {
             unlink(d->log_path);
             return r < 0 ? -1 : st;
         }
-        sleep_ms(10);
+        cv_sleep_ms(10);
     } while (cv_now() < deadline);
     return -1;
 }
@@ -263,11 +281,34 @@ static size_t write_header(char *p, size_t size, size_t n, void *userdata) {
     copy_header(p, size * n, "Content-Type", r->content_type, sizeof r->content_type);
     copy_header(p, size * n, "Allow", r->allow, sizeof r->allow);
     copy_header(p, size * n, "Retry-After", r->retry_after, sizeof r->retry_after);
+    copy_header(p, size * n, "Location", r->location, sizeof r->location);
+    copy_header(p, size * n, "WWW-Authenticate", r->www_authenticate, sizeof r->www_authenticate);
+    copy_header(p, size * n, "X-Job-Id", r->job_id, sizeof r->job_id);
     return size * n;
 }
 
 static char *url_of(const struct cv_daemon *d, const char *path) {
     return cv_strdupf("http://127.0.0.1:%d%s", d->port, path);
+}
+
+struct cv_conn {
+    CURL *c;
+};
+
+struct cv_conn *cv_conn_new(void) {
+    struct cv_conn *k = calloc(1, sizeof *k);
+    if (k && !(k->c = curl_easy_init())) {
+        free(k);
+        k = NULL;
+    }
+    return k;
+}
+
+void cv_conn_free(struct cv_conn *k) {
+    if (k) {
+        curl_easy_cleanup(k->c);
+        free(k);
+    }
 }
 
 static struct curl_slist *slist_of(const char *const *headers) {
@@ -290,17 +331,36 @@ static void set_common(CURL *c, const char *url, long timeout_s) {
 int cv_request(const struct cv_daemon *d, const char *method, const char *path,
                const char *const *headers, const char *body, size_t body_len, long timeout_s,
                struct cv_reply *r) {
+    return cv_request_opt(d, NULL, method, path, headers, body, body_len, timeout_s, r);
+}
+
+int cv_request_opt(const struct cv_daemon *d, const struct cv_opts *o, const char *method,
+                   const char *path, const char *const *headers, const char *body, size_t body_len,
+                   long timeout_s, struct cv_reply *r) {
+    static const struct cv_opts plain_opts = {0};
+    if (!o)
+        o = &plain_opts;
     memset(r, 0, sizeof *r);
     struct buf b = {0};
     buf_append(&b, "", 0); /* so body is never NULL */
-    CURL *c = curl_easy_init();
-    char *url = url_of(d, path);
+    CURL *c = o->conn ? o->conn->c : curl_easy_init();
+    if (o->conn)
+        curl_easy_reset(c); /* keeps the connection itself for the next request */
+    char *url = cv_strdupf("%s://127.0.0.1:%d%s", o->https ? "https" : "http", d->port, path);
     struct curl_slist *list = slist_of(headers);
     if (!c || !url) {
         r->curl_code = CURLE_OUT_OF_MEMORY;
         goto done;
     }
     set_common(c, url, timeout_s);
+    if (o->conn)
+        curl_easy_setopt(c, CURLOPT_FORBID_REUSE, 0L);
+    if (o->ca_file)
+        curl_easy_setopt(c, CURLOPT_CAINFO, o->ca_file);
+    if (o->insecure) {
+        curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
+        curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, list);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
@@ -317,11 +377,15 @@ int cv_request(const struct cv_daemon *d, const char *method, const char *path,
     r->curl_code = curl_easy_perform(c);
     if (r->curl_code == CURLE_OK)
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+    curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &r->num_connects);
+    if (o->conn) /* the kept handle must not point at this call's header list */
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
 done:
     r->body = b.data;
     r->body_len = b.len;
     curl_slist_free_all(list);
-    curl_easy_cleanup(c);
+    if (!o->conn)
+        curl_easy_cleanup(c);
     free(url);
     return r->curl_code == CURLE_OK ? 0 : -1;
 }
@@ -404,26 +468,32 @@ static size_t write_stream(char *p, size_t size, size_t n, void *userdata) {
 static size_t write_stream_header(char *p, size_t size, size_t n, void *userdata) {
     struct stream_ctx *ctx = userdata;
     copy_header(p, size * n, "Content-Type", ctx->s->content_type, sizeof ctx->s->content_type);
+    copy_header(p, size * n, "X-Job-Id", ctx->s->job_id, sizeof ctx->s->job_id);
     return size * n;
 }
 
-int cv_stream_post(const struct cv_daemon *d, const char *path, const char *const *headers,
-                   const char *body, long timeout_s, struct cv_stream *s) {
+/* A POST of body (JSON) or, when body is NULL, a GET, recorded line by line. */
+static int stream_request(const struct cv_daemon *d, const char *path, const char *const *headers,
+                          const char *body, long timeout_s, struct cv_stream *s) {
     s->status = 0;
     s->curl_code = CURLE_OK;
     s->content_type[0] = '\0';
+    s->job_id[0] = '\0';
     struct stream_ctx ctx = {s, cv_now()};
     CURL *c = curl_easy_init();
     char *url = url_of(d, path);
-    struct curl_slist *list =
-        curl_slist_append(slist_of(headers), "Content-Type: application/json");
-    if (!c || !url || !list) {
+    struct curl_slist *list = slist_of(headers);
+    if (body)
+        list = curl_slist_append(list, "Content-Type: application/json");
+    if (!c || !url || (body && !list)) {
         s->curl_code = CURLE_OUT_OF_MEMORY;
     } else {
         set_common(c, url, timeout_s);
         curl_easy_setopt(c, CURLOPT_HTTPHEADER, list);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        if (body) {
+            curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
+            curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        }
         curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_stream);
         curl_easy_setopt(c, CURLOPT_WRITEDATA, &ctx);
         curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, write_stream_header);
@@ -439,6 +509,16 @@ int cv_stream_post(const struct cv_daemon *d, const char *path, const char *cons
     bool stopped =
         s->curl_code == CURLE_WRITE_ERROR && s->stop_after > 0 && s->n_nonblank >= s->stop_after;
     return s->curl_code == CURLE_OK || stopped ? 0 : -1;
+}
+
+int cv_stream_post(const struct cv_daemon *d, const char *path, const char *const *headers,
+                   const char *body, long timeout_s, struct cv_stream *s) {
+    return stream_request(d, path, headers, body, timeout_s, s);
+}
+
+int cv_stream_get(const struct cv_daemon *d, const char *path, const char *const *headers,
+                  long timeout_s, struct cv_stream *s) {
+    return stream_request(d, path, headers, NULL, timeout_s, s);
 }
 
 void cv_stream_free(struct cv_stream *s) {

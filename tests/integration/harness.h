@@ -56,7 +56,11 @@ struct cv_reply {
     char content_type[128]; /* the headers tests look at, "" when absent */
     char allow[128];
     char retry_after[32];
-    char *body; /* NUL-terminated (the body itself may contain NULs) */
+    char location[256];
+    char www_authenticate[128];
+    char job_id[64];   /* X-Job-Id */
+    long num_connects; /* new connections the transfer opened (0: it reused a kept one) */
+    char *body;        /* NUL-terminated (the body itself may contain NULs) */
     size_t body_len;
 };
 
@@ -66,6 +70,25 @@ struct cv_reply {
 int cv_request(const struct cv_daemon *d, const char *method, const char *path,
                const char *const *headers, const char *body, size_t body_len, long timeout_s,
                struct cv_reply *r);
+
+/* A connection kept open between requests (HTTP keep-alive), for what must be asked on a
+ * connection that already exists (e.g. /readyz while draining, when new ones are refused). */
+struct cv_conn;
+struct cv_conn *cv_conn_new(void);
+void cv_conn_free(struct cv_conn *c); /* closes the connection; NULL-safe */
+
+/* What a request may need beyond plain http on a fresh connection. */
+struct cv_opts {
+    bool https;           /* https://127.0.0.1:port instead of http:// */
+    const char *ca_file;  /* CURLOPT_CAINFO: the certificate (PEM) to trust */
+    bool insecure;        /* do not verify the peer's certificate */
+    struct cv_conn *conn; /* send on this kept connection; NULL: a connection of its own */
+};
+
+/* cv_request with options (o may be NULL: the same as cv_request). */
+int cv_request_opt(const struct cv_daemon *d, const struct cv_opts *o, const char *method,
+                   const char *path, const char *const *headers, const char *body, size_t body_len,
+                   long timeout_s, struct cv_reply *r);
 
 /* POST body with Content-Type: application/json and the default timeout. */
 int cv_post_json(const struct cv_daemon *d, const char *path, const char *body, struct cv_reply *r);
@@ -92,6 +115,7 @@ struct cv_stream {
     long status;
     int curl_code;
     char content_type[128];
+    char job_id[64];       /* X-Job-Id */
     struct cv_line *lines; /* every line, blank ones included (SSE needs them) */
     int n_lines;
     int cap_lines;
@@ -107,11 +131,20 @@ struct cv_stream {
 int cv_stream_post(const struct cv_daemon *d, const char *path, const char *const *headers,
                    const char *body, long timeout_s, struct cv_stream *s);
 
+/* The same for a GET (no body): the job event streams. */
+int cv_stream_get(const struct cv_daemon *d, const char *path, const char *const *headers,
+                  long timeout_s, struct cv_stream *s);
+
 void cv_stream_free(struct cv_stream *s);
 
 /* ---- small helpers ---------------------------------------------------------------------- */
 
 double cv_now(void); /* CLOCK_MONOTONIC seconds */
+
+void cv_sleep_ms(long ms);
+
+/* The path of the convd binary under test (for --help, --version). */
+const char *cv_convd_bin(void);
 
 /* Standard padded base64 of n bytes (malloc'd), and its inverse (returns the decoded length or
  * -1 for bad input; out must hold 3 * strlen(s) / 4 bytes). Independent of the daemon's own. */

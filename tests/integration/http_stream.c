@@ -13,86 +13,12 @@
 /* Steps of the timing run: 64x64 input, 5x5 kernel, measured at about 42 us a step (one thread,
  * 2-core CI machine), so the run takes about 2 s and a buffered reply cannot pass for a streamed
  * one. */
-#define TIMING_STEPS 50000
-
-/* A training body on an h x w input with values in [0,1] and a zero target, mse so that lr 0.01
- * stays stable at any size. */
-static char *big_train_body(int h, int w, int k, long steps) {
-    size_t cap = (size_t)h * w * 6 + 64, len = 0;
-    char *grid = malloc(cap), *zeros = malloc(cap);
-    ck_assert(grid && zeros);
-    grid[len++] = '[';
-    for (int i = 0; i < h; i++) {
-        grid[len++] = '[';
-        for (int j = 0; j < w; j++)
-            len += (size_t)snprintf(grid + len, cap - len, "%s%.1f", j ? "," : "",
-                                    (double)((i * 7 + j * 3) % 11) / 10.0);
-        len += (size_t)snprintf(grid + len, cap - len, "]%s", i + 1 < h ? "," : "]");
-    }
-    int oh = h - k + 1, ow = w - k + 1; /* the output's size */
-    len = 0;
-    zeros[len++] = '[';
-    for (int i = 0; i < oh; i++) {
-        zeros[len++] = '[';
-        for (int j = 0; j < ow; j++)
-            len += (size_t)snprintf(zeros + len, cap - len, "%s0", j ? "," : "");
-        len += (size_t)snprintf(zeros + len, cap - len, "]%s", i + 1 < oh ? "," : "]");
-    }
-    char *body = cv_strdupf("{\"input\":%s,\"target\":%s,\"kernel_size\":[%d,%d],\"loss\":\"mse\","
-                            "\"lr\":0.01,\"steps\":%ld,\"seed\":7}",
-                            grid, zeros, k, k, steps);
-    free(grid);
-    free(zeros);
-    return body;
-}
-
-/* One SSE event as the reader sees it. */
-struct sse_event {
-    long id;
-    char name[32];
-    json_t *data;
-};
-
-/* Parses SSE lines into events: "field: value" lines (one optional space after the colon),
- * ":" comments (heartbeats) and "retry:" skipped, a blank line ending each event. Fails the
- * test on anything else, or on an event left unterminated. Returns the number of events. */
-static int parse_sse(const struct cv_stream *s, struct sse_event *ev, int cap) {
-    int n = 0;
-    struct sse_event cur = {-1, "", NULL};
-    bool open = false;
-    for (int i = 0; i < s->n_lines; i++) {
-        const char *line = s->lines[i].text;
-        if (line[0] == '\0') {
-            if (open) {
-                ck_assert_msg(n < cap, "more than %d events", cap);
-                ev[n++] = cur;
-                cur = (struct sse_event){-1, "", NULL};
-                open = false;
-            }
-            continue;
-        }
-        if (line[0] == ':' || strncmp(line, "retry:", 6) == 0)
-            continue;
-        const char *colon = strchr(line, ':');
-        ck_assert_msg(colon != NULL, "not an SSE field line: %s", line);
-        const char *value = colon[1] == ' ' ? colon + 2 : colon + 1;
-        size_t field = (size_t)(colon - line);
-        open = true;
-        if (field == 2 && strncmp(line, "id", 2) == 0) {
-            cur.id = strtol(value, NULL, 10);
-        } else if (field == 5 && strncmp(line, "event", 5) == 0) {
-            snprintf(cur.name, sizeof cur.name, "%s", value);
-        } else if (field == 4 && strncmp(line, "data", 4) == 0) {
-            ck_assert_msg(cur.data == NULL, "an event has several data lines");
-            cur.data = json_loads(value, 0, NULL);
-            ck_assert_msg(json_is_object(cur.data), "data is not a JSON object: %s", value);
-        } else {
-            ck_abort_msg("unknown SSE field: %s", line);
-        }
-    }
-    ck_assert_msg(!open, "the stream ended inside an event (no blank line after it)");
-    return n;
-}
+/* Steps of the timing run, reported every TIMING_EVERY: about 2 s of work on a 128x128 input
+ * with a 5x5 kernel here, long enough to tell streaming from buffering even with fast kernels,
+ * with a modest number of lines. */
+#define TIMING_STEPS  200000
+#define TIMING_EVERY  1000
+#define TIMING_EVENTS (TIMING_STEPS / TIMING_EVERY)
 
 START_TEST(test_sse_framing) {
     static const char *const accept[] = {"Accept: text/event-stream", NULL};
@@ -105,8 +31,8 @@ START_TEST(test_sse_framing) {
     ck_assert_int_eq(s.status, 200);
     cv_check_media_type(s.content_type, "text/event-stream");
     ck_assert_msg(s.partial_len == 0, "the stream ended in the middle of a line");
-    struct sse_event ev[32];
-    int n = parse_sse(&s, ev, 32);
+    struct cv_sse_event ev[32];
+    int n = cv_parse_sse(&s, ev, 32);
     ck_assert_int_eq(n, 22);
     for (int i = 0; i < n; i++) {
         const char *want = i == 0 ? "start" : i == n - 1 ? "done" : "step";
@@ -130,13 +56,13 @@ END_TEST
 
 START_TEST(test_streams_while_training) {
     cv_fixture_start((const char *const[]){"--max-steps", "1000000", NULL}, NULL);
-    char *body = big_train_body(64, 64, 5, TIMING_STEPS);
+    char *body = cv_big_train_body(128, 128, 5, TIMING_STEPS, ",\"report_every\":1000");
     struct cv_stream s = {0};
     ck_assert_int_eq(cv_stream_post(&cv_d, "/train", NULL, body, 55, &s), 0);
     ck_assert_int_eq(s.status, 200);
     json_t *ev = cv_ndjson_events(&s);
-    ck_assert_int_eq(json_array_size(ev), TIMING_STEPS + 2);
-    json_t *done = json_array_get(ev, TIMING_STEPS + 1);
+    ck_assert_int_eq(json_array_size(ev), TIMING_EVENTS + 2);
+    json_t *done = json_array_get(ev, TIMING_EVENTS + 1);
     ck_assert_str_eq(json_string_value(json_object_get(done, "event")), "done");
     ck_assert_str_eq(json_string_value(json_object_get(done, "status")), "succeeded");
 
@@ -147,7 +73,7 @@ START_TEST(test_streams_while_training) {
             continue;
         if (k == 1)
             t_first = s.lines[i].t;
-        if (k == TIMING_STEPS + 1)
+        if (k == TIMING_EVENTS + 1)
             t_done = s.lines[i].t;
         k++;
     }
@@ -190,8 +116,9 @@ static json_t *find_request_line(const char *log, const char *path, const char *
 START_TEST(test_disconnect_cancels) {
     /* One worker: if the abandoned job kept it, the next training could not run. */
     cv_fixture_start((const char *const[]){"--workers", "1", "--max-steps", "1000000", NULL}, NULL);
-    char *body = big_train_body(128, 128, 5, 1000000); /* ~0.2 ms a step: minutes if not stopped */
-    struct cv_stream s = {.stop_after = 2};            /* start, then the first step */
+    char *body =
+        cv_big_train_body(128, 128, 5, 1000000, ""); /* ~0.2 ms a step: minutes if not stopped */
+    struct cv_stream s = {.stop_after = 2};          /* start, then the first step */
     ck_assert_int_eq(cv_stream_post(&cv_d, "/train", NULL, body, 30, &s), 0);
     ck_assert_int_eq(s.n_nonblank, 2);
     json_t *ev = cv_ndjson_events(&s);
@@ -249,7 +176,7 @@ START_TEST(test_sigterm_ends_stream) {
     /* With a 1 s drain the long job is cancelled, and its stream must say so rather than stop. */
     cv_fixture_start((const char *const[]){"--max-steps", "1000000", "--drain-timeout", "1", NULL},
                      NULL);
-    char *body = big_train_body(128, 128, 5, 1000000);
+    char *body = cv_big_train_body(128, 128, 5, 1000000, "");
     struct cv_stream s = {.on_line = sigterm_daemon};
     ck_assert_msg(cv_stream_post(&cv_d, "/train", NULL, body, 30, &s) == 0,
                   "the stream broke off after SIGTERM (curl error %d)", s.curl_code);

@@ -2,6 +2,8 @@
 #include "http_suite.h"
 
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/wait.h>
@@ -140,4 +142,135 @@ json_t *cv_ndjson_events(const struct cv_stream *s) {
         json_array_append_new(events, e);
     }
     return events;
+}
+
+char *cv_big_train_body(int h, int w, int k, long steps, const char *extra) {
+    size_t cap = (size_t)h * w * 6 + 64, len = 0;
+    char *grid = malloc(cap), *zeros = malloc(cap);
+    ck_assert(grid && zeros);
+    grid[len++] = '[';
+    for (int i = 0; i < h; i++) {
+        grid[len++] = '[';
+        for (int j = 0; j < w; j++)
+            len += (size_t)snprintf(grid + len, cap - len, "%s%.1f", j ? "," : "",
+                                    (double)((i * 7 + j * 3) % 11) / 10.0);
+        len += (size_t)snprintf(grid + len, cap - len, "]%s", i + 1 < h ? "," : "]");
+    }
+    int oh = h - k + 1, ow = w - k + 1; /* the output's size */
+    len = 0;
+    zeros[len++] = '[';
+    for (int i = 0; i < oh; i++) {
+        zeros[len++] = '[';
+        for (int j = 0; j < ow; j++)
+            len += (size_t)snprintf(zeros + len, cap - len, "%s0", j ? "," : "");
+        len += (size_t)snprintf(zeros + len, cap - len, "]%s", i + 1 < oh ? "," : "]");
+    }
+    char *body = cv_strdupf("{\"input\":%s,\"target\":%s,\"kernel_size\":[%d,%d],\"loss\":\"mse\","
+                            "\"lr\":0.01,\"steps\":%ld,\"seed\":7%s}",
+                            grid, zeros, k, k, steps, extra ? extra : "");
+    free(grid);
+    free(zeros);
+    return body;
+}
+
+const char *cv_str(json_t *obj, const char *key) {
+    const char *s = json_string_value(json_object_get(obj, key));
+    return s ? s : "";
+}
+
+json_t *cv_get_ok(const char *path, const char *const *headers) {
+    struct cv_reply r;
+    ck_assert_msg(cv_request(&cv_d, "GET", path, headers, NULL, 0, 0, &r) == 0,
+                  "GET %s failed: curl error %d", path, r.curl_code);
+    ck_assert_msg(r.status == 200, "GET %s -> %ld %s", path, r.status, r.body);
+    cv_check_media_type(r.content_type, "application/json");
+    json_t *j = cv_reply_json(&r);
+    ck_assert_msg(j != NULL, "GET %s: reply is not JSON: %s", path, r.body);
+    cv_reply_free(&r);
+    return j;
+}
+
+json_t *cv_post_job(const char *body, char *id) {
+    struct cv_reply r;
+    ck_assert_msg(cv_post_json(&cv_d, "/jobs", body, &r) == 0, "POST /jobs: curl error %d",
+                  r.curl_code);
+    ck_assert_msg(r.status == 202, "POST /jobs -> %ld %s", r.status, r.body);
+    cv_check_media_type(r.content_type, "application/json");
+    json_t *j = cv_reply_json(&r);
+    ck_assert_msg(json_is_object(j), "POST /jobs: reply is not a JSON object: %s", r.body);
+    const char *got = cv_str(j, "id");
+    ck_assert_msg(strlen(got) == 34 && strncmp(got, "j-", 2) == 0 &&
+                      strspn(got + 2, "0123456789abcdef") == 32,
+                  "job id \"%s\" is not j- and 32 lowercase hex digits", got);
+    snprintf(id, 64, "%s", got);
+    char want[128];
+    snprintf(want, sizeof want, "/jobs/%s", got);
+    ck_assert_msg(strcmp(r.location, want) == 0, "Location is \"%s\", expected %s", r.location,
+                  want);
+    /* (whether the reply still says "queued" is checked by test_post_reply_queued alone) */
+    cv_reply_free(&r);
+    return j;
+}
+
+static bool terminal(const char *status) {
+    return strcmp(status, "succeeded") == 0 || strcmp(status, "failed") == 0 ||
+           strcmp(status, "cancelled") == 0;
+}
+
+json_t *cv_wait_job(const char *id, const char *want, double timeout_s) {
+    char *path = cv_strdupf("/jobs/%s", id);
+    double deadline = cv_now() + timeout_s;
+    json_t *j = NULL;
+    for (;;) {
+        json_decref(j);
+        j = cv_get_ok(path, NULL);
+        const char *st = cv_str(j, "status");
+        if (want ? strcmp(st, want) == 0 : terminal(st))
+            break;
+        ck_assert_msg(cv_now() < deadline, "job %s is still \"%s\" after %.0f s (waiting for %s)",
+                      id, st, timeout_s, want ? want : "the end");
+        ck_assert_msg(!want || !terminal(st), "job %s ended \"%s\" while waiting for %s", id, st,
+                      want);
+        cv_sleep_ms(20);
+    }
+    free(path);
+    return j;
+}
+
+int cv_parse_sse(const struct cv_stream *s, struct cv_sse_event *ev, int cap) {
+    int n = 0;
+    struct cv_sse_event cur = {-1, "", NULL};
+    bool open = false;
+    for (int i = 0; i < s->n_lines; i++) {
+        const char *line = s->lines[i].text;
+        if (line[0] == '\0') {
+            if (open) {
+                ck_assert_msg(n < cap, "more than %d events", cap);
+                ev[n++] = cur;
+                cur = (struct cv_sse_event){-1, "", NULL};
+                open = false;
+            }
+            continue;
+        }
+        if (line[0] == ':' || strncmp(line, "retry:", 6) == 0)
+            continue;
+        const char *colon = strchr(line, ':');
+        ck_assert_msg(colon != NULL, "not an SSE field line: %s", line);
+        const char *value = colon[1] == ' ' ? colon + 2 : colon + 1;
+        size_t field = (size_t)(colon - line);
+        open = true;
+        if (field == 2 && strncmp(line, "id", 2) == 0) {
+            cur.id = strtol(value, NULL, 10);
+        } else if (field == 5 && strncmp(line, "event", 5) == 0) {
+            snprintf(cur.name, sizeof cur.name, "%s", value);
+        } else if (field == 4 && strncmp(line, "data", 4) == 0) {
+            ck_assert_msg(cur.data == NULL, "an event has several data lines");
+            cur.data = json_loads(value, 0, NULL);
+            ck_assert_msg(json_is_object(cur.data), "data is not a JSON object: %s", value);
+        } else {
+            ck_abort_msg("unknown SSE field: %s", line);
+        }
+    }
+    ck_assert_msg(!open, "the stream ended inside an event (no blank line after it)");
+    return n;
 }

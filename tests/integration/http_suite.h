@@ -56,8 +56,41 @@ void cv_check_rel(double actual, double expect, double rel, const char *what);
  * line is not a JSON object with a string "event". */
 json_t *cv_ndjson_events(const struct cv_stream *s);
 
-/* The number member key of obj (integer or real); fails the test when absent. */
+/* One SSE event as the reader sees it. */
+struct cv_sse_event {
+    long id;
+    char name[32];
+    json_t *data;
+};
+/* Parses SSE lines into events: "field: value" lines (one optional space after the colon),
+ * ":" comments (heartbeats) and "retry:" skipped, a blank line ending each event. Fails the
+ * test on anything else, or on an event left unterminated. Returns the number of events
+ * (json_decref each data). */
+int cv_parse_sse(const struct cv_stream *s, struct cv_sse_event *ev, int cap);
+
+/* The number member key of obj
+ (integer or real); fails the test when absent. */
 double cv_num(json_t *obj, const char *key);
+
+/* A training body on an h x w input with values in [0,1] and a zero target (mse, lr 0.01,
+ * seed 7), with extra members (",\"report_every\":100" ...) spliced in before the end. About
+ * 42 us a step at 64x64 with k = 5, 0.2 ms at 128x128. malloc'd. */
+char *cv_big_train_body(int h, int w, int k, long steps, const char *extra);
+
+/* GETs path (with the extra headers, may be NULL), asserts 200 application/json and returns the
+ * parsed reply. */
+json_t *cv_get_ok(const char *path, const char *const *headers);
+
+/* POSTs body (JSON) to /jobs, asserts 202 with Location: /jobs/{id} and a job resource whose
+ * id is "j-" and 32 hex digits; copies the id into id (64 bytes) and returns the body. */
+json_t *cv_post_job(const char *body, char *id);
+
+/* Polls GET /jobs/{id} until its status is one of the terminal ones (or want, when not NULL),
+ * for at most timeout_s; fails the test on a timeout. Returns the last resource. */
+json_t *cv_wait_job(const char *id, const char *want, double timeout_s);
+
+/* The string member key of obj, or "" when absent. */
+const char *cv_str(json_t *obj, const char *key);
 
 TCase *cv_tcase_corr2d(void);
 TCase *cv_tcase_ops(void);
@@ -66,5 +99,10 @@ TCase *cv_tcase_stream(void);
 TCase *cv_tcase_errors(void);
 TCase *cv_tcase_limits(void);
 TCase *cv_tcase_lifecycle(void);
+TCase *cv_tcase_jobs(void);
+TCase *cv_tcase_jobs_queue(void);
+TCase *cv_tcase_operations(void);
+TCase *cv_tcase_drain(void);
+TCase *cv_tcase_security(void);
 
 #endif

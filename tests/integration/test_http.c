@@ -17,6 +17,11 @@ int main(void) {
     suite_add_tcase(s, cv_tcase_errors());
     suite_add_tcase(s, cv_tcase_limits());
     suite_add_tcase(s, cv_tcase_lifecycle());
+    suite_add_tcase(s, cv_tcase_jobs());
+    suite_add_tcase(s, cv_tcase_jobs_queue());
+    suite_add_tcase(s, cv_tcase_operations());
+    suite_add_tcase(s, cv_tcase_drain());
+    suite_add_tcase(s, cv_tcase_security());
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
