@@ -399,6 +399,12 @@ static int handle_metrics(struct MHD_Connection *conn, struct cv_req *req) {
     return ret;
 }
 
+static int handle_page(struct MHD_Connection *conn, struct cv_req *req) {
+    size_t len = 0;
+    const char *page = cv_page_html(&len);
+    return cv_http_reply(conn, req, 200, "text/html; charset=utf-8", page, len);
+}
+
 static int handle_openapi(struct MHD_Connection *conn, struct cv_req *req) {
     size_t len = 0;
     const char *doc = cv_api_openapi_json(&len);
@@ -418,6 +424,7 @@ const struct cv_route cv_routes[] = {
     {"GET", "/jobs/{id}/events", handle_job_events, 0},
     {"GET", "/kernels", handle_kernels, 0},
     {"GET", "/openapi.json", handle_openapi, 0},
+    {"GET", "/", handle_page, CV_ROUTE_FLAGS_PUBLIC},
     {"GET", "/healthz", handle_healthz, CV_ROUTE_FLAGS_PUBLIC},
     {"GET", "/livez", handle_healthz, CV_ROUTE_FLAGS_PUBLIC},
     {"GET", "/readyz", handle_readyz, CV_ROUTE_FLAGS_PUBLIC},

@@ -318,6 +318,9 @@ bool cv_http_client_gone(struct MHD_Connection *conn);
 int cv_stream_reply(struct MHD_Connection *conn, struct cv_req *req, struct cv_job *job,
                     size_t from, bool sse, bool cancel_on_close);
 
+/* The web page (clients/web/index.html, built in); its length in *len. */
+const char *cv_page_html(size_t *len);
+
 /* Monotonic milliseconds. */
 double cv_now_ms(void);
 
