@@ -262,24 +262,50 @@ static bool check_headers(struct MHD_Connection *conn, struct cv_req *req, const
     return false;
 }
 
-/* Appends a piece of the body, or marks it too large (the rest is then discarded). */
+/* Bytes of request bodies held by all connections at once. Each body is capped by --max-body,
+ * but hundreds of connections uploading at once could still exhaust memory: past this budget
+ * new bodies are refused with 503 (retry later) instead. */
+static atomic_int_fast64_t bodies_held;
+
+static int64_t bodies_budget(void) {
+    int64_t budget = 4 * cv_srv.cfg.max_body;
+    return budget < (256LL << 20) ? (256LL << 20) : budget;
+}
+
+/* Releases a request's body and its share of the budget. */
+static void drop_body(struct cv_req *req) {
+    atomic_fetch_sub(&bodies_held, (int_fast64_t)req->body_cap);
+    free(req->body);
+    req->body = NULL;
+    req->body_len = req->body_cap = 0;
+}
+
+/* Appends a piece of the body, or marks it too large or over budget (the rest is then
+ * discarded). */
 static void take_body(struct cv_req *req, const char *data, size_t size) {
-    if (req->body_too_large)
+    if (req->body_too_large || req->over_budget)
         return;
     if ((int64_t)(req->body_len + size) > cv_srv.cfg.max_body) {
         req->body_too_large = true;
-        free(req->body);
-        req->body = NULL;
-        req->body_len = req->body_cap = 0;
+        drop_body(req);
         return;
     }
     if (req->body_len + size + 1 > req->body_cap) {
         size_t cap = req->body_cap ? req->body_cap : 4096;
         while (cap < req->body_len + size + 1)
             cap *= 2;
+        int64_t grow = (int64_t)(cap - req->body_cap);
+        if (atomic_fetch_add(&bodies_held, grow) + grow > bodies_budget()) {
+            atomic_fetch_sub(&bodies_held, grow);
+            req->over_budget = true;
+            drop_body(req);
+            return;
+        }
         char *body = realloc(req->body, cap);
         if (body == NULL) {
-            req->body_too_large = true; /* answered as 413: we cannot hold it */
+            atomic_fetch_sub(&bodies_held, grow);
+            req->over_budget = true; /* answered as 503: we cannot hold it now */
+            drop_body(req);
             return;
         }
         req->body = body;
@@ -318,6 +344,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
         *upload_data_size = 0;
         return MHD_YES;
     }
+    if (req->over_budget)
+        return (enum MHD_Result)cv_http_reply_status(conn, req, CV_ENOMEM);
     if (req->body_too_large) {
         struct cv_api_error err;
         cv_api_error_set(&err, 413, "body_too_large", NULL,
@@ -347,7 +375,7 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **req
     cv_log_request(&line);
     cv_metrics_request(req->route != NULL ? req->route->path : "unmatched", req->status,
                        line.duration_ms / 1000.0);
-    free(req->body);
+    drop_body(req);
     free(req);
     *req_cls = NULL;
 }

@@ -265,6 +265,7 @@ struct cv_req {
     char *body;
     size_t body_len, body_cap;
     bool body_too_large;
+    bool over_budget; /* all bodies together would pass the memory budget: 503 */
     bool replied;
     int status; /* HTTP status of the reply */
     uint64_t bytes_out;
