@@ -13,6 +13,7 @@
 
 #include <jansson.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -49,9 +50,11 @@ char *cv__buf_finish(struct cv__buf *b, size_t *len);
 /* Longest text cv__fmt_f32 and cv__fmt_f64 write, with the NUL. */
 #define CV__NUM_MAX 32
 
-/* Writes v into out as the shortest decimal (of 6 to 9 significant digits) that strtof reads
- * back as v; integral values within +-2^53 as integers ("19"), -0 as "0", exponents without
- * '+' or leading zeros ("1e-7"). Non-finite values give "null". Returns the length. */
+/* Writes v into out as the shortest decimal (at most 9 significant digits) that strtof reads
+ * back as v, the closest to v of those (numbers.c, Ryu); integral values within +-2^53 as
+ * integers ("19"), -0 as "0"; like %g otherwise: fixed from 1e-4 up ("0.00125"), else
+ * scientific with exponents without '+' or leading zeros ("1e-7", "1e20"). Non-finite values
+ * give "null". Returns the length (at most 17 characters). */
 size_t cv__fmt_f32(char out[CV__NUM_MAX], float v);
 /* Like cv__fmt_f32 for a double (15 to 17 significant digits, checked with strtod). */
 size_t cv__fmt_f64(char out[CV__NUM_MAX], double v);
@@ -72,11 +75,14 @@ void cv__utf8_trim(char *s, size_t cap);
  * of the size the error struct keeps (longer ones are truncated, never overflowed). */
 #define CV__PTR_MAX sizeof(((struct cv_api_field_error *)0)->pointer)
 
+struct cv__scan;
+
 struct cv__parse {
     const struct cv_api_limits *lim;
     struct cv_api_error *err;
-    int status;   /* CV_OK until the first failure, then what the parse returns */
-    int failures; /* failures so far: a step failed when this grew across it */
+    int status;            /* CV_OK until the first failure, then what the parse returns */
+    int failures;          /* failures so far: a step failed when this grew across it */
+    struct cv__scan *scan; /* the fast path's slots (body_scan.c); NULL on the jansson path */
 };
 
 /* Records a failure: the first one sets err's status, code and detail ("pointer: detail"),
@@ -260,6 +266,73 @@ void cv__field_padding(struct cv__parse *p, const struct cv__field *f, json_t *v
 void cv__geom_resolve(struct cv__parse *p, const struct cv__geom_json *gj, int64_t h, int64_t w,
                       int64_t kh, int64_t kw, const char *kernel_ptr, struct cv_conv2d_geom *g,
                       int64_t *out_h, int64_t *out_w);
+
+/* ---- the fast path for large tensors (numbers.c, body_scan.c) ---------------------------- */
+
+/* Reads the JSON number token at p (before end) to the float32 the jansson path makes of it:
+ * (float) of jansson's value (strtoll for integers, strtod for reals). Returns the end of the
+ * token - the caller checks what follows - or NULL when the text is no JSON number, when
+ * jansson would refuse it (integer or real overflow), when no character follows it before
+ * end, or when it is outside the float32 range (CV__F32_LIMIT). */
+const char *cv__scan_f32(const char *p, const char *end, float *out);
+
+/* Ryu's tables (which 0: the inverse powers of 5, 1: the powers of 5) for the unit test. */
+const uint64_t *cv__ryu_table(int which, size_t *n);
+
+/* A tensor value taken out of the body by the pre-pass, under its JSON pointer. */
+struct cv__slot {
+    char ptr[CV__PTR_MAX];
+    bool b64;          /* a "b64" string (text) or an array of numbers (rank, dims, data) */
+    bool used;         /* consumed by a tensor reader */
+    const char *text;  /* b64: the string's characters in the body (no escapes) */
+    size_t text_len;   /* b64: their count */
+    int rank;          /* array: nesting depth, 1..4 */
+    int64_t dims[4];   /* array: the sizes, rectangular */
+    bool over;         /* array: more elements than max_elements; data is NULL */
+    float *data;       /* array: the numbers, row-major (malloc'd) */
+    size_t start, end; /* where the value's text was in the body */
+};
+
+struct cv__scan {
+    const char *body;
+    struct cv__slot *slots;
+    size_t n, cap;
+    char *rest; /* the body with [] or "" in place of each slot's value, NUL-terminated */
+    size_t rest_len;
+};
+
+/* Bodies shorter than this take the jansson path alone (the tests set it to 0 or SIZE_MAX). */
+extern size_t cv__fast_min_body;
+
+/* Parses where the fast path stood, and where it started again the plain way. */
+extern _Atomic unsigned long cv__fast_stood, cv__fast_fallbacks;
+
+/* The pre-pass: true when it took at least one value out of body (then free sc with
+ * cv__scan_free); false (nothing to free) when there is none or the body does not start as
+ * an object the pre-pass can follow. */
+bool cv__scan_body(const char *body, size_t len, int64_t max_elements, struct cv__scan *sc);
+void cv__scan_free(struct cv__scan *sc);
+
+/* The slot of the given kind at ptr not yet used, or NULL (always NULL on the jansson path).
+ * A reader that consumes it sets used. */
+struct cv__slot *cv__scan_find(const struct cv__parse *p, const char *ptr, bool b64);
+
+/* True when every slot was consumed. */
+bool cv__scan_all_used(const struct cv__scan *sc);
+
+/* cv__body_parse with the fast path: when the body is large enough and the pre-pass takes
+ * tensors out of it, the field table runs on the rest with the slots; when that cannot stand
+ * for the jansson path (see body_scan.c), spec_free(spec) is called, the first spec_size bytes
+ * of spec are put back as they were on entry and the body is parsed by cv__body_parse. Either
+ * way the outcome - values, status, error and pointers - is the jansson path's. */
+int cv__body_parse_fast(struct cv__parse *p, const char *body, size_t len,
+                        const struct cv__field *tab, size_t n, void *spec, size_t spec_size,
+                        void (*spec_free)(void *spec));
+
+/* cv__body_load for callers that read only the small members of a body (POST /jobs's "kind"):
+ * the same status and errors, but the tree is that of the rest, with [] or "" in place of
+ * the tensor values the pre-pass took out, so a large body costs no jansson tree. */
+int cv__body_load_skim(struct cv__parse *p, const char *body, size_t len, json_t **root);
 
 /* ---- named kernels (kernels.c) ----------------------------------------------------------- */
 

@@ -7,19 +7,24 @@
 
 static const char alphabet[64] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-/* The 6-bit value of a base64 character, or -1 ('=' included: callers handle padding). */
+/* The 6-bit value of each base64 character, -1 for the others ('=' included: callers handle
+ * padding). */
+static const int8_t sextets[256] = {
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 62, -1, -1, -1, 63,
+    52, 53, 54, 55, 56, 57, 58, 59, 60, 61, -1, -1, -1, -1, -1, -1, -1, 0,  1,  2,  3,  4,  5,  6,
+    7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, -1, -1, -1, -1, -1,
+    -1, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48,
+    49, 50, 51, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+};
+
 static int sextet(unsigned char c) {
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
+    return sextets[c];
 }
 
 size_t cv_base64_encoded_len(size_t n) {
@@ -74,10 +79,27 @@ int cv_base64_decode(const char *src, size_t len, uint8_t *dst, size_t cap, size
         return CV_ETOOBIG;
 
     const unsigned char *s = (const unsigned char *)src;
-    size_t o = 0;
-    for (size_t i = 0; i < len; i += 4) {
+    size_t o = 0, i = 0;
+    /* Every quad but the last has no padding: one table look-up per character, and one test
+     * per quad (a -1 anywhere makes the OR negative). */
+    for (; i + 4 < len; i += 4) {
+        int32_t a = sextets[s[i]], b = sextets[s[i + 1]], c = sextets[s[i + 2]],
+                d = sextets[s[i + 3]];
+        if ((a | b | c | d) < 0) {
+            size_t j = 0;
+            while (sextets[s[i + j]] >= 0)
+                j++;
+            return fail_at(bad_at, i + j);
+        }
+        uint32_t v = (uint32_t)a << 18 | (uint32_t)b << 12 | (uint32_t)c << 6 | (uint32_t)d;
+        dst[o] = (uint8_t)(v >> 16);
+        dst[o + 1] = (uint8_t)(v >> 8);
+        dst[o + 2] = (uint8_t)v;
+        o += 3;
+    }
+    for (; i < len; i += 4) {
         /* Only the last quad may hold padding, as "xx==" or "xxx=". */
-        size_t data_chars = (i + 4 == len) ? 4 - pad : 4;
+        size_t data_chars = 4 - pad;
         uint32_t v = 0;
         for (size_t j = 0; j < data_chars; j++) {
             int x = sextet(s[i + j]);

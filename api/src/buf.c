@@ -191,36 +191,7 @@ static bool fmt_integral(char *out, double v, size_t *n) {
     return true;
 }
 
-/* Prints v with prec significant digits into out; true when that reads back as v. */
-static bool try_f32(char *out, float v, int prec, size_t *n) {
-    *n = (size_t)snprintf(out, CV__NUM_MAX, "%.*g", prec, (double)v);
-    return strtof(out, NULL) == v;
-}
-
-size_t cv__fmt_f32(char out[CV__NUM_MAX], float v) {
-    size_t n;
-    if (!isfinite(v)) {
-        memcpy(out, "null", 5);
-        return 4;
-    }
-    if (fmt_integral(out, v, &n))
-        return n;
-    /* 9 significant digits always round-trip a float32. The search covers 6 to 8 (a shorter
-     * decimal that round-trips is also what %.6g prints, its zeros stripped) and starts in the
-     * middle: typed-in values stop at 7 or 6, computed ones need 8 or 9, and either way it
-     * costs two or three printf calls instead of four. */
-    if (try_f32(out, v, 7, &n)) {
-        char six[CV__NUM_MAX];
-        size_t n6;
-        if (try_f32(six, v, 6, &n6)) {
-            memcpy(out, six, n6 + 1);
-            n = n6;
-        }
-    } else if (!try_f32(out, v, 8, &n)) {
-        n = (size_t)snprintf(out, CV__NUM_MAX, "%.9g", (double)v);
-    }
-    return tidy_exponent(out, n);
-}
+/* cv__fmt_f32 is in numbers.c. */
 
 size_t cv__fmt_f64(char out[CV__NUM_MAX], double v) {
     size_t n;

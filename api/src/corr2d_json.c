@@ -39,6 +39,10 @@ static void spec_free(struct corr2d_spec *s) {
     cv__bias_json_free(&s->bias);
 }
 
+static void spec_free_any(void *s) {
+    spec_free(s);
+}
+
 /* A 2-D kernel on C channels filters each channel on its own: a (C, C, kh, kw) kernel that is
  * k on its diagonal and zero elsewhere. */
 static void expand_per_channel(struct cv__parse *p, struct cv_tensor *k, int64_t c) {
@@ -112,8 +116,9 @@ int cv_api_corr2d_parse(const char *body, size_t len, const struct cv_api_limits
     memset(err, 0, sizeof *err);
     struct cv__parse p = {.lim = lim, .err = err};
     struct corr2d_spec s = {.geom = cv__geom_json_default()};
-    if (cv__body_parse(&p, body, len, corr2d_fields, sizeof corr2d_fields / sizeof corr2d_fields[0],
-                       &s) == CV_OK)
+    if (cv__body_parse_fast(&p, body, len, corr2d_fields,
+                            sizeof corr2d_fields / sizeof corr2d_fields[0], &s, sizeof s,
+                            spec_free_any) == CV_OK)
         build(&p, &s, req);
     spec_free(&s);
     if (p.status != CV_OK)

@@ -157,8 +157,26 @@ static void nested_fill(struct nested_walk *w, json_t *arr, int level, int64_t o
     }
 }
 
+/* A nested array the pre-pass read (body_scan.c): rectangular, finite, at most 4 deep, so only
+ * the checks on its shape are left. */
+static void nested_from_slot(struct cv__parse *p, struct cv__slot *sl, const char *ptr,
+                             int min_rank, int max_rank, struct cv__tensor_json *out) {
+    sl->used = true;
+    if (!check_shape(p, sl->dims, sl->rank, min_rank, max_rank, ptr) ||
+        !alloc_tensor(p, sl->dims, sl->rank, out))
+        return;
+    CV_ASSERT(!sl->over && sl->data != NULL);
+    memcpy(out->t.data, sl->data, (size_t)cv_tensor_numel(&out->t) * sizeof(float));
+    out->form = CV_TENSOR_FORM_NESTED;
+}
+
 static void parse_nested(struct cv__parse *p, json_t *v, const char *ptr, int min_rank,
                          int max_rank, struct cv__tensor_json *out) {
+    struct cv__slot *sl = json_array_size(v) == 0 ? cv__scan_find(p, ptr, false) : NULL;
+    if (sl != NULL) {
+        nested_from_slot(p, sl, ptr, min_rank, max_rank, out);
+        return;
+    }
     struct nested_walk w = {.p = p, .ptr = ptr};
     int64_t dims[4] = {0};
     /* The shape comes from the first element at each depth; stopping after four levels keeps
@@ -242,8 +260,17 @@ static void read_b64(struct cv__parse *p, json_t *v, const char *ptr, struct cv_
                  cv__json_type_name(v));
         return;
     }
-    int rc = cv_base64_decode(json_string_value(v), json_string_length(v), (uint8_t *)out->t.data,
-                              need, &got, &bad_at);
+    const char *text = json_string_value(v);
+    size_t text_len = json_string_length(v);
+    /* The pre-pass leaves "" in place of the string and its characters in a slot: they are
+     * what jansson would have decoded, so they are decoded straight into the tensor. */
+    struct cv__slot *sl = text_len == 0 ? cv__scan_find(p, ptr, true) : NULL;
+    if (sl != NULL) {
+        sl->used = true;
+        text = sl->text;
+        text_len = sl->text_len;
+    }
+    int rc = cv_base64_decode(text, text_len, (uint8_t *)out->t.data, need, &got, &bad_at);
     if (rc == CV_EINVAL) {
         cv__fail(p, 422, "invalid_field", ptr, "invalid base64 at character %zu", bad_at);
         return;
@@ -296,12 +323,25 @@ static void parse_object(struct cv__parse *p, json_t *v, const char *ptr, int mi
     if (o.data != NULL) {
         cv__ptr_key(child, ptr, "data");
         out->form = CV_TENSOR_FORM_FLAT;
-        if (!json_is_array(o.data) || (int64_t)json_array_size(o.data) != numel) {
+        /* The pre-pass leaves [] in place of the numbers and reads them into a slot. */
+        struct cv__slot *sl = json_is_array(o.data) && json_array_size(o.data) == 0
+                                  ? cv__scan_find(p, child, false)
+                                  : NULL;
+        if (sl != NULL && sl->rank != 1)
+            sl = NULL; /* nested arrays as "data": the jansson path words that error */
+        int64_t data_n = sl != NULL              ? sl->dims[0]
+                         : json_is_array(o.data) ? (int64_t)json_array_size(o.data)
+                                                 : -1;
+        if (sl != NULL)
+            sl->used = true;
+        if (data_n != numel) {
             char shape[64];
             cv__shape_str(shape, sizeof shape, dims, rank);
             cv__fail(p, 422, "invalid_field", child,
                      "must be a flat array of the %lld numbers of shape %s", (long long)numel,
                      shape);
+        } else if (sl != NULL) {
+            memcpy(out->t.data, sl->data, (size_t)numel * sizeof(float));
         } else {
             read_flat(p, o.data, child, out->t.data);
         }
@@ -341,14 +381,23 @@ void cv__field_tensor(struct cv__parse *p, const struct cv__field *f, json_t *v,
 
 /* ---- writing ----------------------------------------------------------------------------- */
 
+/* Longest number cv__fmt_f32 writes, with the comma before it. */
+#define F32_TEXT_MAX 18
+
 static void write_numbers(struct cv__buf *b, const float *d, int64_t n) {
-    cv__buf_putc(b, '[');
+    /* Room for the longest text of every number, so the loop writes without checks. */
+    cv__buf_reserve(b, (size_t)n * F32_TEXT_MAX + CV__NUM_MAX + 2);
+    if (b->failed)
+        return;
+    char *o = b->data + b->len;
+    *o++ = '[';
     for (int64_t i = 0; i < n; i++) {
         if (i > 0)
-            cv__buf_putc(b, ',');
-        cv__buf_put_f32(b, d[i]);
+            *o++ = ',';
+        o += cv__fmt_f32(o, d[i]);
     }
-    cv__buf_putc(b, ']');
+    *o++ = ']';
+    b->len = (size_t)(o - b->data);
 }
 
 static void write_nested(struct cv__buf *b, const float *d, const int64_t *dims, int rank) {
@@ -403,8 +452,9 @@ void cv__tensor_write(struct cv__buf *b, const struct cv_tensor *t, int rank,
     int64_t numel = cv_tensor_numel(t);
     CV_ASSERT(rank >= 1 && rank <= 4 && cv__dims_numel(dims, rank) == numel);
     if (form == CV_TENSOR_FORM_NESTED) {
-        /* Most numbers are short; one reservation saves most of the regrowth. */
-        cv__buf_reserve(b, (size_t)numel * 4 + 16);
+        /* One reservation for the whole tensor at its longest, rather than a regrowth per row:
+         * the pages that stay unwritten cost nothing. */
+        cv__buf_reserve(b, (size_t)numel * (F32_TEXT_MAX + 2) + CV__NUM_MAX);
         write_nested(b, t->data, dims, rank);
         return;
     }
@@ -419,7 +469,6 @@ void cv__tensor_write(struct cv__buf *b, const struct cv_tensor *t, int rank,
         write_b64(b, t->data, numel);
     } else {
         cv__buf_puts(b, "],\"data\":");
-        cv__buf_reserve(b, (size_t)numel * 4 + 16);
         write_numbers(b, t->data, numel);
     }
     cv__buf_putc(b, '}');
@@ -466,6 +515,21 @@ void cv__field_bias(struct cv__parse *p, const struct cv__field *f, json_t *v, c
         return;
     }
     size_t n = json_is_array(v) ? json_array_size(v) : 0;
+    struct cv__slot *sl = json_is_array(v) && n == 0 ? cv__scan_find(p, ptr, false) : NULL;
+    if (sl != NULL && sl->rank == 1) {
+        sl->used = true;
+        if (!cv__check_numel(p, sl->dims[0], ptr, "the bias"))
+            return;
+        float *values = malloc((size_t)sl->dims[0] * sizeof(float));
+        if (values == NULL) {
+            cv__fail_nomem(p);
+            return;
+        }
+        memcpy(values, sl->data, (size_t)sl->dims[0] * sizeof(float));
+        *b = (struct cv__bias_json){
+            .present = true, .is_array = true, .values = values, .n = sl->dims[0]};
+        return;
+    }
     if (n == 0) {
         cv__fail(p, 422, "invalid_field", ptr,
                  "must be a number or a non-empty array of numbers, one per output channel");

@@ -7,6 +7,7 @@
 #include <float.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1158,8 +1159,794 @@ START_TEST(test_large_tensor) {
 }
 END_TEST
 
-static Suite *api_suite(void) {
-    Suite *s = suite_create("api");
+/* ---- the fast path: numbers, the pre-pass, parity with the jansson path ------------------- */
+
+/* Ryu's tables, recomputed: floor(2^(bits(5^q) - 1 + 59) / 5^q) + 1 and 5^i cut to 61 bits. */
+START_TEST(test_ryu_tables) {
+    size_t n;
+    const uint64_t *inv = cv__ryu_table(0, &n);
+    ck_assert_uint_eq(n, 31);
+    unsigned __int128 p5 = 1;
+    for (size_t q = 0; q < n; q++, p5 *= 5) {
+        int bits = 128 - (int)(p5 >> 64 ? __builtin_clzll((uint64_t)(p5 >> 64))
+                                        : 64 + __builtin_clzll((uint64_t)p5));
+        int j = bits - 1 + 59;
+        /* 2^128 itself does not fit; 5^q never divides it, so (2^128 - 1) / 5^q is the same. */
+        unsigned __int128 num = j == 128 ? ~(unsigned __int128)0 : (unsigned __int128)1 << j;
+        ck_assert_msg(inv[q] == (uint64_t)(num / p5 + 1), "pow5_inv[%zu]", q);
+    }
+    const uint64_t *pow5 = cv__ryu_table(1, &n);
+    ck_assert_uint_eq(n, 47);
+    p5 = 1;
+    for (size_t i = 0; i < n; i++, p5 *= 5) {
+        int bits = 128 - (int)(p5 >> 64 ? __builtin_clzll((uint64_t)(p5 >> 64))
+                                        : 64 + __builtin_clzll((uint64_t)p5));
+        uint64_t want = bits >= 61 ? (uint64_t)(p5 >> (bits - 61)) : (uint64_t)(p5 << (61 - bits));
+        ck_assert_msg(pow5[i] == want, "pow5[%zu]", i);
+    }
+}
+END_TEST
+
+/* The formatter this layer used before Ryu: %.6g to %.9g checked with strtof. */
+static size_t ref_fmt_f32(char out[CV__NUM_MAX], float v) {
+    if (v == truncf(v) && fabsf(v) <= 0x1p53f) {
+        if (v == 0)
+            return (size_t)snprintf(out, CV__NUM_MAX, "0");
+        return (size_t)snprintf(out, CV__NUM_MAX, "%.0f", (double)v);
+    }
+    int prec = 6;
+    for (; prec < 9; prec++) {
+        snprintf(out, CV__NUM_MAX, "%.*g", prec, (double)v);
+        if (strtof(out, NULL) == v)
+            break;
+    }
+    /* Of 6 and 7 the old code preferred 6 when 7 read back; a shorter one beyond that. */
+    snprintf(out, CV__NUM_MAX, "%.*g", prec, (double)v);
+    /* printf's exponent "e-07" / "e+38" as "e-7" / "e38" */
+    char *e = strchr(out, 'e');
+    if (e != NULL) {
+        char *src = e + 1, *dst = e + 1;
+        if (*src == '-')
+            *dst++ = *src++;
+        else if (*src == '+')
+            src++;
+        while (*src == '0' && src[1] != '\0')
+            src++;
+        memmove(dst, src, strlen(src) + 1);
+    }
+    return strlen(out);
+}
+
+/* Significant digits of a number's text. */
+static int sig_digits(const char *s) {
+    int n = 0, lead = 1;
+    for (; *s != '\0' && *s != 'e'; s++) {
+        if (*s < '0' || *s > '9')
+            continue;
+        if (lead && *s == '0')
+            continue;
+        lead = 0;
+        n++;
+    }
+    return n;
+}
+
+static void check_f32_text(float v) {
+    char s[CV__NUM_MAX], ref[CV__NUM_MAX];
+    size_t n = cv__fmt_f32(s, v);
+    ck_assert_uint_eq(n, strlen(s));
+    ck_assert_uint_le(n, 17);
+    ck_assert_msg(strtof(s, NULL) == v || (v == 0 && strtof(s, NULL) == 0), "%a -> %s", (double)v,
+                  s);
+    /* The same float through the reader of the fast path. */
+    char tok[CV__NUM_MAX + 1];
+    snprintf(tok, sizeof tok, "%s]", s);
+    float back;
+    ck_assert_ptr_eq(cv__scan_f32(tok, tok + n + 1, &back), tok + n);
+    ck_assert_msg(back == v || (v == 0 && back == 0), "%s read as %a", s, (double)back);
+    /* The old formatter's text, or a shorter one where it was not the shortest. */
+    ref_fmt_f32(ref, v);
+    if (strcmp(s, ref) != 0)
+        ck_assert_msg(sig_digits(s) < sig_digits(ref), "%a: %s, before %s", (double)v, s, ref);
+    /* Shortest: one digit fewer does not read back. */
+    int nd = sig_digits(s);
+    if (nd > 1 && !(v == truncf(v) && fabsf(v) <= 0x1p53f)) {
+        char shorter[400];
+        snprintf(shorter, sizeof shorter, "%.*g", nd - 1, (double)v);
+        ck_assert_msg(strtof(shorter, NULL) != v, "%a: %s but %s reads back", (double)v, s,
+                      shorter);
+    }
+}
+
+START_TEST(test_f32_format_many) {
+    /* Edges: powers of two (their gap below is half the gap above), subnormals, limits. */
+    for (int e = -149; e <= 127; e++) {
+        float v = ldexpf(1.0f, e);
+        check_f32_text(v);
+        check_f32_text(-v);
+        check_f32_text(nextafterf(v, 0));
+        check_f32_text(nextafterf(v, INFINITY));
+    }
+    const float edges[] = {FLT_MAX, FLT_MIN,        FLT_TRUE_MIN, 16777215.0f,   16777217.0f,
+                           0x1p53f, 0x1.000002p53f, 1e-5f,        9.9999997e-5f, 1e-4f,
+                           0.3f,    2.5f,           1e10f,        7e22f};
+    for (size_t i = 0; i < sizeof edges / sizeof edges[0]; i++)
+        check_f32_text(edges[i]);
+    /* A stride through every bit pattern, and random ones. */
+    for (uint64_t u = 0; u < (UINT64_C(1) << 32); u += 16411) {
+        uint32_t b = (uint32_t)u;
+        float v;
+        memcpy(&v, &b, sizeof v);
+        if (isfinite(v))
+            check_f32_text(v);
+    }
+    uint64_t r = 88172645463325252u;
+    for (int i = 0; i < 150000; i++) {
+        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+        uint32_t b = (uint32_t)r;
+        float v;
+        memcpy(&v, &b, sizeof v);
+        if (isfinite(v))
+            check_f32_text(v);
+        /* and typical tensor values */
+        check_f32_text((float)((double)(r >> 40) / (double)(1 << 24) * 2.0 - 1.0));
+    }
+}
+END_TEST
+
+/* A random JSON number token (or something near one). */
+static void random_number_text(uint64_t *r, char *out, size_t cap) {
+    *r ^= *r << 13, *r ^= *r >> 7, *r ^= *r << 17;
+    uint64_t x = *r;
+    size_t o = 0;
+    if (x & 1)
+        out[o++] = '-';
+    int int_digits = (int)((x >> 1) % 22), frac_digits = (int)((x >> 6) % 24);
+    if ((x >> 11) % 4 == 0)
+        int_digits = 1; /* often a single (maybe zero) integer digit */
+    for (int i = 0; i < int_digits + (int_digits == 0); i++) {
+        *r ^= *r << 13, *r ^= *r >> 7, *r ^= *r << 17;
+        int d = (int)(*r % 10);
+        if (i == 0 && int_digits > 1 && d == 0)
+            d = 1 + (int)(*r % 9);
+        if ((x >> 13) % 5 == 0 && i > 0)
+            d = 0; /* runs of zeros */
+        out[o++] = (char)('0' + d);
+    }
+    if ((x >> 16) % 3 != 0 && frac_digits > 0) {
+        out[o++] = '.';
+        for (int i = 0; i < frac_digits; i++) {
+            *r ^= *r << 13, *r ^= *r >> 7, *r ^= *r << 17;
+            out[o++] = (char)('0' + ((x >> 18) % 4 == 0 && i < frac_digits - 1 ? 0 : *r % 10));
+        }
+    }
+    if ((x >> 20) % 3 == 0) {
+        out[o++] = (x >> 22) & 1 ? 'e' : 'E';
+        if ((x >> 23) % 3 == 1)
+            out[o++] = '-';
+        else if ((x >> 23) % 3 == 2)
+            out[o++] = '+';
+        int e = (int)((x >> 25) % ((x >> 35) % 4 == 0 ? 400 : 50));
+        o += (size_t)snprintf(out + o, cap - o, "%s%d", (x >> 40) % 8 == 0 ? "00" : "", e);
+    }
+    out[o] = '\0';
+}
+
+/* Every token against jansson plus the api's cast: the same bits, refused where the jansson
+ * path refuses (a syntax error, an overflow, outside float32). */
+static void check_number_token(const char *tok) {
+    char doc[200], buf[200];
+    snprintf(doc, sizeof doc, "[%s]", tok);
+    json_error_t je;
+    json_t *a = json_loads(doc, 0, &je);
+    json_t *e = json_array_get(a, 0);
+    bool ok = a != NULL && json_array_size(a) == 1 && json_is_number(e) &&
+              fabs(json_number_value(e)) < CV__F32_LIMIT;
+    size_t n = strlen(tok);
+    snprintf(buf, sizeof buf, "%s]", tok);
+    float f;
+    const char *end = cv__scan_f32(buf, buf + n + 1, &f);
+    bool took = end == buf + n;
+    ck_assert_msg(took == ok, "%s: fast %s, jansson %s", tok, took ? "takes it" : "refuses",
+                  ok ? "takes it" : "refuses");
+    if (ok) {
+        float want = (float)json_number_value(e);
+        ck_assert_msg(memcmp(&f, &want, sizeof f) == 0, "%s: %a, jansson path %a", tok, (double)f,
+                      (double)want);
+    }
+    json_decref(a);
+}
+
+START_TEST(test_scan_f32_many) {
+    static const char *const fixed[] = {"0",
+                                        "-0",
+                                        "0.0",
+                                        "-0.0",
+                                        "-0.0e-0",
+                                        "1",
+                                        "-1",
+                                        "0.1",
+                                        "1e5",
+                                        "1E+5",
+                                        "1e-5",
+                                        "12.5e1",
+                                        "3.4028235e38",
+                                        "3.4028236e38",
+                                        "3.40282357e38",
+                                        "-3.4028235677973366e38",
+                                        "340282356779733661637539395458142568448",
+                                        "1e39",
+                                        "1e308",
+                                        "1e309",
+                                        "-1e309",
+                                        "1e-45",
+                                        "7e-46",
+                                        "1e-400",
+                                        "9223372036854775807",
+                                        "9223372036854775808",
+                                        "-9223372036854775808",
+                                        "-9223372036854775809",
+                                        "123456789012345678",
+                                        "1234567890123456789",
+                                        "0.30000001192092896",
+                                        "1.00000005960464477539062500001",
+                                        "1.000000059604644775390625",
+                                        "16777217",
+                                        "01",
+                                        "1.",
+                                        ".5",
+                                        "1e",
+                                        "1e+",
+                                        "+1",
+                                        "-",
+                                        "1.e5",
+                                        "0x10",
+                                        "Infinity",
+                                        "NaN",
+                                        "- 1",
+                                        "00",
+                                        "-01",
+                                        "1ee5",
+                                        "1.5.5",
+                                        "0.000000000000000000000000000000000000000000000123456",
+                                        "123456789012345678901234567890e-20",
+                                        "4.9406564584124654e-324"};
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        check_number_token(fixed[i]);
+    uint64_t r = 0x2545f4914f6cdd1du;
+    char tok[160];
+    for (int i = 0; i < 250000; i++) {
+        random_number_text(&r, tok, sizeof tok);
+        check_number_token(tok);
+    }
+    /* Decimals of 9 significant digits read as strtof reads them (no double rounding). */
+    for (int i = 0; i < 200000; i++) {
+        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+        snprintf(tok, sizeof tok, "%.8e]",
+                 (double)(r % 1000000000) * pow(10, (int)(r >> 50) % 60 - 40));
+        float f;
+        ck_assert_ptr_nonnull(cv__scan_f32(tok, tok + strlen(tok), &f));
+        if (fabsf(strtof(tok, NULL)) <= FLT_MAX)
+            ck_assert_msg(f == strtof(tok, NULL), "%s: %a, strtof %a", tok, (double)f,
+                          (double)strtof(tok, NULL));
+    }
+}
+END_TEST
+
+/* ---- parity of the fast path and the jansson path ---------------------------------------- */
+
+struct rng {
+    uint64_t s;
+};
+
+static uint64_t next(struct rng *r) {
+    r->s ^= r->s << 13, r->s ^= r->s >> 7, r->s ^= r->s << 17;
+    return r->s;
+}
+
+static float random_float(struct rng *r) {
+    uint64_t x = next(r);
+    switch (x % 8) {
+    case 0: {
+        uint32_t b = (uint32_t)(x >> 16);
+        float v;
+        memcpy(&v, &b, sizeof v);
+        return isfinite(v) ? v : 1.5f;
+    }
+    case 1:
+        return (float)((int)(x >> 20) % 200 - 100);
+    case 2:
+        return x & 8 ? 0.0f : -0.0f;
+    case 3:
+        return ldexpf((float)(x >> 40) / 16777216.0f, (int)(x >> 8) % 250 - 140);
+    default:
+        return (float)((double)(x >> 40) / 16777216.0 * 2.0 - 1.0);
+    }
+}
+
+/* Random whitespace between tokens, now and then. */
+static void put_ws(struct cv__buf *b, struct rng *r) {
+    static const char ws[] = " \t\n\r";
+    uint64_t x = next(r);
+    if (x % 6 != 0)
+        return;
+    for (uint64_t i = 0; i < 1 + (x >> 3) % 3; i++)
+        cv__buf_putc(b, ws[(x >> (8 + 2 * i)) % 4]);
+}
+
+static void put_number(struct cv__buf *b, struct rng *r, float v) {
+    char s[64];
+    switch (next(r) % 7) {
+    case 0:
+        snprintf(s, sizeof s, "%.9g", (double)v);
+        break;
+    case 1:
+        snprintf(s, sizeof s, "%.17g", (double)v); /* numpy's tolist() through json.dumps */
+        break;
+    case 2:
+        snprintf(s, sizeof s, "%.3E", (double)v);
+        break;
+    case 3:
+        snprintf(s, sizeof s, "%.12f", (double)v);
+        if (strlen(s) > 40)
+            snprintf(s, sizeof s, "%.9g", (double)v);
+        break;
+    default:
+        cv__fmt_f32(s, v);
+    }
+    cv__buf_puts(b, s);
+}
+
+static void put_floats_nested(struct cv__buf *b, struct rng *r, const int64_t *dims, int rank) {
+    cv__buf_putc(b, '[');
+    for (int64_t i = 0; i < dims[0]; i++) {
+        if (i > 0)
+            cv__buf_putc(b, ',');
+        put_ws(b, r);
+        if (rank == 1)
+            put_number(b, r, random_float(r));
+        else
+            put_floats_nested(b, r, dims + 1, rank - 1);
+        put_ws(b, r);
+    }
+    cv__buf_putc(b, ']');
+}
+
+/* A random tensor of the given shape in a random form (0 nested, 1 flat, 2 b64). */
+static void put_tensor(struct cv__buf *b, struct rng *r, const int64_t *dims, int rank, int form) {
+    int64_t n = 1;
+    for (int i = 0; i < rank; i++)
+        n *= dims[i];
+    if (form == 0) {
+        put_floats_nested(b, r, dims, rank);
+        return;
+    }
+    cv__buf_puts(b, "{\"shape\":[");
+    for (int i = 0; i < rank; i++) {
+        if (i > 0)
+            cv__buf_putc(b, ',');
+        cv__buf_put_i64(b, dims[i]);
+    }
+    cv__buf_puts(b, "],");
+    put_ws(b, r);
+    if (form == 1) {
+        cv__buf_puts(b, "\"data\":");
+        put_ws(b, r);
+        put_floats_nested(b, r, &n, 1);
+    } else {
+        float *v = malloc((size_t)n * sizeof(float));
+        for (int64_t i = 0; i < n; i++)
+            v[i] = random_float(r);
+        char *s = malloc(cv_base64_encoded_len((size_t)n * 4) + 1);
+        cv_base64_encode((const uint8_t *)v, (size_t)n * 4, s);
+        cv__buf_puts(b, next(r) % 2 ? "\"dtype\":\"float32\",\"b64\":\"" : "\"b64\":\"");
+        cv__buf_puts(b, s);
+        cv__buf_putc(b, '"');
+        free(s);
+        free(v);
+    }
+    cv__buf_putc(b, '}');
+}
+
+/* A random, mostly valid /corr2d body. */
+static char *random_corr2d_body(struct rng *r, size_t *len) {
+    struct cv__buf b = {0};
+    int rank = 2 + (int)(next(r) % 3);
+    int64_t dims[4];
+    for (int i = 0; i < rank; i++)
+        dims[i] = 1 + (int64_t)(next(r) % (i + 2 >= rank ? 6 : 3));
+    int64_t c = rank >= 3 ? dims[rank - 3] : 1;
+    cv__buf_putc(&b, '{');
+    put_ws(&b, r);
+    cv__buf_puts(&b, "\"input\":");
+    put_tensor(&b, r, dims, rank, (int)(next(r) % 3));
+    cv__buf_puts(&b, ",\"kernel\":");
+    int64_t cout = c;
+    if (next(r) % 3 == 0 && rank >= 3) {
+        cout = 1 + (int64_t)(next(r) % 2);
+        int64_t kd[4] = {cout, c, 1, 1};
+        put_tensor(&b, r, kd, 4, (int)(next(r) % 3));
+    } else {
+        int64_t kd[2] = {1 + (int64_t)(next(r) % 2), 1 + (int64_t)(next(r) % 2)};
+        put_tensor(&b, r, kd, 2, (int)(next(r) % 3));
+    }
+    uint64_t x = next(r);
+    if (x % 4 == 1) {
+        cv__buf_puts(&b, ",\"bias\":");
+        put_number(&b, r, random_float(r));
+    } else if (x % 4 == 2) {
+        cv__buf_puts(&b, ",\"bias\":");
+        put_floats_nested(&b, r, &cout, 1);
+    }
+    if ((x >> 4) % 3 == 0)
+        cv__buf_puts(&b, ",\"padding\":[1,0]");
+    if ((x >> 6) % 3 == 0) {
+        static const char *forms[] = {"nested", "flat", "b64"};
+        cv__buf_puts(&b, ",\"output_format\":\"");
+        cv__buf_puts(&b, forms[(x >> 8) % 3]);
+        cv__buf_putc(&b, '"');
+    }
+    put_ws(&b, r);
+    cv__buf_putc(&b, '}');
+    return cv__buf_finish(&b, len);
+}
+
+/* A random, mostly valid /train body (input, target, init). */
+static char *random_train_body(struct rng *r, size_t *len) {
+    struct cv__buf b = {0};
+    int64_t h = 2 + (int64_t)(next(r) % 4), w = 2 + (int64_t)(next(r) % 4);
+    int64_t xd[2] = {h, w}, yd[2] = {h - 1, w - 1}, kd[2] = {2, 2}, one = 1;
+    cv__buf_puts(&b, "{\"input\":");
+    put_tensor(&b, r, xd, 2, (int)(next(r) % 3));
+    cv__buf_puts(&b, ",");
+    put_ws(&b, r);
+    cv__buf_puts(&b, "\"target\":");
+    put_tensor(&b, r, yd, 2, (int)(next(r) % 3));
+    uint64_t x = next(r);
+    if (x % 2) {
+        cv__buf_puts(&b, ",\"init\":{\"weight\":");
+        put_tensor(&b, r, kd, 2, (int)(next(r) % 3));
+        if ((x >> 1) % 2) {
+            cv__buf_puts(&b, ",\"bias\":");
+            if ((x >> 2) % 2)
+                put_floats_nested(&b, r, &one, 1);
+            else
+                put_number(&b, r, random_float(r));
+        }
+        cv__buf_puts(&b, "}");
+    } else {
+        cv__buf_puts(&b, ",\"kernel_size\":2");
+    }
+    cv__buf_puts(&b, ",\"steps\":3,\"seed\":7,\"lr\":0.001,\"stream\":false}");
+    return cv__buf_finish(&b, len);
+}
+
+static void tensors_same(const struct cv_tensor *a, const struct cv_tensor *b, const char *what) {
+    ck_assert_msg(a->n == b->n && a->c == b->c && a->h == b->h && a->w == b->w, "%s: shapes", what);
+    ck_assert_msg((a->data == NULL) == (b->data == NULL), "%s: data", what);
+    if (a->data != NULL)
+        ck_assert_msg(memcmp(a->data, b->data, (size_t)cv_tensor_numel(a) * sizeof(float)) == 0,
+                      "%s: values differ", what);
+}
+
+static void errors_same(int rc_fast, const struct cv_api_error *fast, int rc_plain,
+                        const struct cv_api_error *plain, const char *body, size_t len) {
+    ck_assert_msg(rc_fast == rc_plain, "status %d vs %d (%s / %s) for %.*s", rc_fast, rc_plain,
+                  fast->detail, plain->detail, (int)(len < 300 ? len : 300), body);
+    ck_assert_msg(memcmp(fast, plain, sizeof *fast) == 0,
+                  "errors differ: \"%s\" vs \"%s\" for %.*s", fast->detail, plain->detail,
+                  (int)(len < 300 ? len : 300), body);
+}
+
+/* Parses body both ways and checks that everything agrees; returns the fast path's status. */
+static int corr2d_parity(const char *body, size_t len, const struct cv_api_limits *l) {
+    struct cv_corr2d_request a, b;
+    struct cv_api_error ea, eb;
+    size_t mode = cv__fast_min_body;
+    cv__fast_min_body = 0;
+    int ra = cv_api_corr2d_parse(body, len, l, &a, &ea);
+    cv__fast_min_body = SIZE_MAX;
+    int rb = cv_api_corr2d_parse(body, len, l, &b, &eb);
+    cv__fast_min_body = mode;
+    errors_same(ra, &ea, rb, &eb, body, len);
+    tensors_same(&a.x, &b.x, "x");
+    tensors_same(&a.k, &b.k, "k");
+    tensors_same(&a.y, &b.y, "y");
+    ck_assert((a.bias == NULL) == (b.bias == NULL));
+    if (a.bias != NULL)
+        ck_assert(memcmp(a.bias, b.bias, (size_t)a.k.n * sizeof(float)) == 0);
+    ck_assert(memcmp(&a.geom, &b.geom, sizeof a.geom) == 0);
+    ck_assert(a.out_rank == b.out_rank && a.out_form == b.out_form);
+    cv_api_corr2d_request_free(&a);
+    cv_api_corr2d_request_free(&b);
+    return ra;
+}
+
+static int train_parity(const char *body, size_t len, const struct cv_api_limits *l) {
+    struct cv_train_request a, b;
+    struct cv_api_error ea, eb;
+    size_t mode = cv__fast_min_body;
+    cv__fast_min_body = 0;
+    int ra = cv_api_train_parse(body, len, l, &a, &ea);
+    cv__fast_min_body = SIZE_MAX;
+    int rb = cv_api_train_parse(body, len, l, &b, &eb);
+    cv__fast_min_body = mode;
+    errors_same(ra, &ea, rb, &eb, body, len);
+    tensors_same(&a.x, &b.x, "x");
+    tensors_same(&a.y, &b.y, "y");
+    if (ra == CV_OK && strstr(body, "\"seed\"") != NULL) /* else each draws its own */
+        tensors_same(&a.weight, &b.weight, "weight");
+    ck_assert((a.bias == NULL) == (b.bias == NULL));
+    if (a.bias != NULL && a.seed == b.seed)
+        ck_assert(memcmp(a.bias, b.bias, (size_t)a.weight.n * sizeof(float)) == 0);
+    ck_assert(memcmp(&a.params.geom, &b.params.geom, sizeof a.params.geom) == 0);
+    ck_assert(a.params.optim.lr == b.params.optim.lr && a.params.steps == b.params.steps &&
+              a.params.use_bias == b.params.use_bias && a.params.loss == b.params.loss);
+    ck_assert(a.report_every == b.report_every && a.stream == b.stream &&
+              a.weight_rank == b.weight_rank && a.out_form == b.out_form);
+    cv_api_train_request_free(&a);
+    cv_api_train_request_free(&b);
+    return ra;
+}
+
+/* Random valid bodies of every form: both paths give the same tensors, and the fast one
+ * stands (it does not start again the plain way). */
+START_TEST(test_fast_path_parity) {
+    struct rng r = {0x9e3779b97f4a7c15u};
+    unsigned long stood = cv__fast_stood, fell = cv__fast_fallbacks;
+    int ok = 0;
+    for (int i = 0; i < 3000; i++) {
+        size_t len;
+        char *body = random_corr2d_body(&r, &len);
+        ok += corr2d_parity(body, len, &lim) == CV_OK;
+        free(body);
+        body = random_train_body(&r, &len);
+        ok += train_parity(body, len, &lim) == CV_OK;
+        free(body);
+    }
+    ck_assert_int_gt(ok, 5000); /* most are valid */
+    ck_assert_uint_ge(cv__fast_stood - stood, 5000);
+    ck_assert_uint_eq(cv__fast_fallbacks - fell, 0);
+}
+END_TEST
+
+/* Broken bodies: the same status, code, detail, pointers, line and column either way. */
+START_TEST(test_fast_path_error_parity) {
+    const struct cv_api_limits small = {.max_elements = 20, .max_steps = 10};
+    static const char *const bodies[] = {
+        "{\"input\":[[1,2],[3]],\"kernel\":[[1]]}",
+        "{\"input\":[[1,2],[3,\"x\"]],\"kernel\":[[1]]}",
+        "{\"input\":[[1,2],[3,null]],\"kernel\":[[1,true]]}",
+        "{\"input\":[[1,1e39],[3,4]],\"kernel\":[[1]]}",
+        "{\"input\":[[1,1e400],[3,4]],\"kernel\":[[1]]}",
+        "{\"input\":[[1,99999999999999999999],[3,4]],\"kernel\":[[1]]}",
+        "{\"input\":[[1,-0],[3,4]],\"kernel\":[[1]]}",
+        "{\"input\":[[[[[1]]]]],\"kernel\":[[1]]}",
+        "{\"input\":[[]],\"kernel\":[[1]]}",
+        "{\"input\":[],\"kernel\":[[1]]}",
+        "{\"input\":[1,2,3],\"kernel\":[[1]]}",
+        "{\"input\":[[1,2],[3,4]],\"input\":[[1,2],[3,4]],\"kernel\":[[1]]}",
+        "{\"\\u0069nput\":[[1,2],[3,4]],\"kernel\":[[1]]}",
+        "{\"in\\/put\":[[1,2],[3,4]],\"kernel\":[[1]]}",
+        "{\"input\":{\"shape\":[1,2],\"b64\":\"AACAPwAAAEA=\"},\"kernel\":[[1]]}",
+        "{\"input\":{\"shape\":[1,2],\"b64\":\"AACAPwAAAEA\\/\"},\"kernel\":[[1]]}",
+        "{\"input\":{\"shape\":[1,2],\"b64\":\"AACAPwAA*EA=\"},\"kernel\":[[1]]}",
+        "{\"input\":{\"shape\":[1,2],\"b64\":\"AACAPwAAAEAAAEBA\"},\"kernel\":[[1]]}",
+        "{\"input\":{\"shape\":[1,2],\"b64\":\"AACAPw==\"},\"kernel\":[[1]]}",
+        "{\"input\":{\"shape\":[1,2],\"b64\":\"AACAfwAAAEA=\"},\"kernel\":[[1]]}",
+        "{\"input\":{\"shape\":[1,2],\"b64\":\"AACAPwAAAEA=\",\"b64\":\"\"},\"kernel\":[[1]]}",
+        "{\"input\":{\"shape\":[1,2],\"b64\":\"AACAPwAAAEA=\",\"data\":[1,2]},\"kernel\":[[1]]}",
+        "{\"input\":{\"shape\":[1,2],\"data\":[[1,2]]},\"kernel\":[[1]]}",
+        "{\"input\":{\"shape\":[1,2],\"data\":[1,2,3]},\"kernel\":[[1]]}",
+        "{\"input\":{\"shape\":[1,0],\"data\":[1,2]},\"kernel\":[[1]]}",
+        "{\"input\":{\"shape\":[1,2.0],\"data\":[1,2]},\"kernel\":[[1]]}",
+        "{\"input\":{\"data\":[1,2]},\"kernel\":[[1]]}",
+        "{\"input\":{\"shape\":[1,2],\"data\":[1,2],\"extra\":[1,2]},\"kernel\":[[1]]}",
+        "{\"input\":[[1,2],[3,4]],\"kernel\":[[1]],\"bias\":[[1]]}",
+        "{\"input\":[[1,2],[3,4]],\"kernel\":[[1]],\"bias\":[1,2]}",
+        "{\"input\":[[1,2],[3,4]],\"kernel\":[[1]],\"bias\":[1]}",
+        "{\"input\":[[1,2],[3,4]],\"kernel\":[[1]],\"padding\":[[1,2],[3,4]]}",
+        "{\"input\":[[1,2],[3,4]],\"kernel\":[[1]],\"data\":[[1,2],[3,4]]}",
+        "{\"input\":[[1,2],[3,4]],\"kernel\":[[1]],\"b64\":\"AAAA\"}",
+        "{\"input\":[[1,2],[3,4]],\"kernel\":{\"name\":\"box\",\"size\":[1,2,3]}}",
+        "{\"input\":[[1,2],[3,4]],\"kernel\":[[1,2,3]]}",
+        "{\"input\":[[1,2],[3,4]],\"kernel\":[[1]]} x",
+        "{\"input\":[[1,2],[3,4]],\"kernel\":[[1]],}",
+        "{\"input\":[[1,2],[3,4]] \"kernel\":[[1]]}",
+        "{\"input\":[[1,2],[3,4]],\"kernel\":[[1]]",
+        "{\"input\":[[1,2],[3,4],],\"kernel\":[[1]]}",
+        "{\"input\":[[1,2],[3,4]]],\"kernel\":[[1]]}",
+        "{\"input\":[[1,2],[3,4]],\"kernel\":[[1]],\"x\":\"\xff\"}",
+        "{\"input\":[[1,2],[3,4]],\"kernel\":[[1]],\"x\":\"\x01\"}",
+        "{\"input\":[[1,2],[3,4]],\"kernel\":[[1]],\"x\":\"\\q\"}",
+        "{\"input\":[[1,2],[3,4]],\"kernel\":[[1]],\"x\":\"\\u0000\"}",
+        "{\"input\":[[1.,2],[3,4]],\"kernel\":[[1]]}",
+        "{\"input\":[[01,2],[3,4]],\"kernel\":[[1]]}",
+        "{\"input\":[[1,2],[3,4]],\"kernel\":[[1]],\"output_format\":[1,2,3]}",
+        "{\"input\":[[1,2,3,4,5,6],[1,2,3,4,5,6],[1,2,3,4,5,6],[1,2,3,4,5,6]],\"kernel\":[[1]]}",
+        "{\"input\":{\"shape\":[5,5],\"data\":[1,2]},\"kernel\":[[1]]}",
+        "{\"input\":{\"shape\":[1,21],\"data\":[1,2,3,4,5,6,7,8,9,0,1,2,3,4,5,6,7,8,9,0,1]},"
+        "\"kernel\":[[1]]}",
+        "{\"input\":[[1,2],[3,4]],\"kernel\":[[1]],\"bias\":[1,2,3,4,5,6,7,8,9,0,1,2,3,4,5,6,7,8,"
+        "9,0,1]}",
+        "{\"input\":[[1,2],[3,4]],\"kernel\":[[1]],\"bias\":[1,2,3,4,5,6,7,8,9,0,1,2,3,4,5,6,7,8,"
+        "\"9\",0,1]}",
+        "{\"input\":[[1,2,3,4,5,6],[1,2,3,4,5,6],[1,2,3,4,5,6],[1,2,3,4,5,6]],\"kernel\":[[1]],"
+        "\"stride\":[[1]]}",
+        "{\"input\":[[1,2,3,4,5,6],[1,2,3,4,5,6],[1,2,3,4,5,6],[1,2,3,4,5,6,7]],\"kernel\":[[1]]}",
+        "{\"input\":[[1,2,3,4,5,6],[1,2,3,4,5,6],[1,2,3,4,5,6],[1,2,3,4,5,6]],\"kernel\":[[1e40]]}",
+        " \n{\"input\" : [ [ 1 , 2 ] , [ 3 , 4 ] ] , \"kernel\" : [ [ 1 ] ] } \n",
+        "[[1,2],[3,4]]",
+        "",
+        "{}",
+    };
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+        corr2d_parity(bodies[i], strlen(bodies[i]), &lim);
+        corr2d_parity(bodies[i], strlen(bodies[i]), &small);
+        /* the same tensors under /train's names */
+        char t[1024];
+        snprintf(t, sizeof t, "%s", bodies[i]);
+        char *k = strstr(t, "\"kernel\":[[1]]");
+        if (k != NULL) {
+            memcpy(k, "\"target\":[[1]]", 14);
+            train_parity(t, strlen(t), &lim);
+            train_parity(t, strlen(t), &small);
+        }
+    }
+    /* A NUL inside the body. */
+    static const char nul_body[] = "{\"input\":[[1,2],[3,4]],\"kernel\":[[1]],\"x\":\"a\0b\"}";
+    corr2d_parity(nul_body, sizeof nul_body - 1, &lim);
+    static const char nul_body2[] = "{\"input\":[[1,2],[3\0,4]],\"kernel\":[[1]]}";
+    corr2d_parity(nul_body2, sizeof nul_body2 - 1, &lim);
+
+    /* Mutations of random bodies: a byte replaced, dropped or added, a tail cut off. */
+    static const char nasty[] = "[]{},:\"\\-+.eE0159 \tx\xff\x01";
+    struct rng r = {0x123456789abcdefu};
+    for (int i = 0; i < 6000; i++) {
+        size_t len;
+        char *body = i % 3 == 2 ? random_train_body(&r, &len) : random_corr2d_body(&r, &len);
+        char *m = malloc(len + 2);
+        memcpy(m, body, len);
+        size_t at = (size_t)(next(&r) % len);
+        char c = nasty[next(&r) % (sizeof nasty - 1)];
+        switch (next(&r) % 4) {
+        case 0:
+            m[at] = c;
+            break;
+        case 1:
+            memmove(m + at, m + at + 1, len - at - 1);
+            len--;
+            break;
+        case 2:
+            memmove(m + at + 1, m + at, len - at);
+            m[at] = c;
+            len++;
+            break;
+        default:
+            len = at;
+        }
+        if (i % 3 == 2) {
+            train_parity(m, len, &lim);
+            train_parity(m, len, &small);
+        } else {
+            corr2d_parity(m, len, &lim);
+            corr2d_parity(m, len, &small);
+        }
+        free(m);
+        free(body);
+    }
+}
+END_TEST
+
+/* The pre-pass on its own: what it takes out and what the rest looks like. */
+START_TEST(test_body_scan) {
+    const char *body = "{\"input\":{\"shape\":[2,2],\"b64\":\"AAAAAAAAAAAAAAAAAAAAAA==\"},"
+                       "\"kernel\":[[1,2],[3,4]],\"bias\":[0.5],\"padding\":[1,1],"
+                       "\"init\":{\"weight\":[1.5,-2e-3]},\"other\":{\"input\":[[1]]},"
+                       "\"list\":[{\"input\":[[1]]}],\"b64\":7}";
+    struct cv__scan sc;
+    ck_assert(cv__scan_body(body, strlen(body), 100, &sc));
+    ck_assert_str_eq(sc.rest, "{\"input\":{\"shape\":[2,2],\"b64\":\"\"},\"kernel\":[],\"bias\":[],"
+                              "\"padding\":[1,1],\"init\":{\"weight\":[]},\"other\":{\"input\":[]},"
+                              "\"list\":[{\"input\":[[1]]}],\"b64\":7}");
+    ck_assert_uint_eq(sc.n, 5);
+    ck_assert_str_eq(sc.slots[0].ptr, "/input/b64");
+    ck_assert(sc.slots[0].b64 && sc.slots[0].text_len == 24);
+    ck_assert_str_eq(sc.slots[1].ptr, "/kernel");
+    ck_assert_int_eq(sc.slots[1].rank, 2);
+    ck_assert(sc.slots[1].dims[0] == 2 && sc.slots[1].dims[1] == 2);
+    ck_assert(sc.slots[1].data[3] == 4.0f);
+    ck_assert_str_eq(sc.slots[3].ptr, "/init/weight");
+    ck_assert(sc.slots[3].data[1] == -2e-3f);
+    ck_assert_str_eq(sc.slots[4].ptr, "/other/input");
+    cv__scan_free(&sc);
+    /* Over the limit: the shape is kept, not the numbers. */
+    body = "{\"input\":[[1,2,3],[4,5,6]]}";
+    ck_assert(cv__scan_body(body, strlen(body), 5, &sc));
+    ck_assert(sc.slots[0].over && sc.slots[0].data == NULL && sc.slots[0].dims[1] == 3);
+    cv__scan_free(&sc);
+    /* Nothing to take, or not an object. */
+    body = "{\"input\":[[1,\"2\"]],\"kernel\":\"edge\"}";
+    ck_assert(!cv__scan_body(body, strlen(body), 100, &sc));
+    ck_assert(!cv__scan_body("[1,2]", 5, 100, &sc));
+    ck_assert(!cv__scan_body("", 0, 100, &sc));
+}
+END_TEST
+
+/* cv__body_load_skim: the errors of cv__body_load, and the same small members. */
+static void skim_parity(const char *body, size_t len) {
+    struct cv_api_limits l = {0, 0};
+    struct cv_api_error ea, eb;
+    memset(&ea, 0, sizeof ea);
+    memset(&eb, 0, sizeof eb);
+    struct cv__parse pa = {.lim = &l, .err = &ea}, pb = {.lim = &l, .err = &eb};
+    json_t *ra, *rb;
+    size_t mode = cv__fast_min_body;
+    cv__fast_min_body = 0;
+    int sa = cv__body_load_skim(&pa, body, len, &ra);
+    cv__fast_min_body = mode;
+    int sb = cv__body_load(&pb, body, len, &rb);
+    errors_same(sa, &ea, sb, &eb, body, len);
+    ck_assert((ra == NULL) == (rb == NULL));
+    if (ra != NULL) {
+        ck_assert_uint_eq(json_object_size(ra), json_object_size(rb));
+        json_t *ka = json_object_get(ra, "kind"), *kb = json_object_get(rb, "kind");
+        ck_assert(json_equal(ka, kb) || (ka == NULL && kb == NULL));
+    }
+    json_decref(ra);
+    json_decref(rb);
+}
+
+START_TEST(test_body_load_skim) {
+    struct rng r = {0xfeedfacecafebeefu};
+    for (int i = 0; i < 3000; i++) {
+        size_t len;
+        char *body = i % 2 ? random_train_body(&r, &len) : random_corr2d_body(&r, &len);
+        /* "kind" first, as POST /jobs bodies have it, then now and then a broken byte */
+        char *m = malloc(len + 32);
+        int n = snprintf(m, 32, "{\"kind\":\"%s\",", i % 2 ? "train" : "corr2d");
+        memcpy(m + n, body + 1, len - 1);
+        size_t mlen = (size_t)n + len - 1;
+        if (i % 3 == 0)
+            m[next(&r) % mlen] = "[]{},:\"x0"[next(&r) % 9];
+        skim_parity(m, mlen);
+        free(m);
+        free(body);
+    }
+}
+END_TEST
+
+/* A large b64 and a large nested body take the fast path under the default threshold. */
+START_TEST(test_fast_path_large) {
+    enum { N = 300 };
+    struct rng r = {42};
+    int64_t dims[2] = {N, N};
+    for (int form = 0; form < 3; form++) {
+        struct cv__buf b = {0};
+        cv__buf_puts(&b, "{\"input\":");
+        put_tensor(&b, &r, dims, 2, form);
+        cv__buf_puts(&b, ",\"kernel\":[[1,2],[3,4]]}");
+        size_t len;
+        char *body = cv__buf_finish(&b, &len);
+        unsigned long stood = cv__fast_stood;
+        size_t mode = cv__fast_min_body;
+        cv__fast_min_body = 4096;
+        struct cv_corr2d_request req;
+        struct cv_api_error err;
+        ck_assert_int_eq(cv_api_corr2d_parse(body, len, &lim, &req, &err), CV_OK);
+        ck_assert_uint_eq(cv__fast_stood, stood + 1);
+        cv__fast_min_body = mode;
+        cv_api_corr2d_request_free(&req);
+        corr2d_parity(body, len, &lim);
+        free(body);
+    }
+}
+END_TEST
+
+/* The suite. The tests of bodies run twice: once with every body through the fast path
+ * (cv__fast_min_body 0) and once through jansson alone; the fast path's own tests once. */
+static Suite *api_suite(const char *name, bool with_fast_tests) {
+    Suite *s = suite_create(name);
     struct {
         const char *name;
         const TTest *tests[16];
@@ -1177,8 +1964,14 @@ static Suite *api_suite(void) {
          {test_train_defaults, test_train_fields, test_train_init, test_train_ranks,
           test_train_errors}},
         {"dumps", {test_events, test_problem_dump}},
+        {"fast",
+         {test_ryu_tables, test_f32_format_many, test_scan_f32_many, test_body_scan,
+          test_fast_path_parity, test_fast_path_error_parity, test_body_load_skim,
+          test_fast_path_large}},
     };
     for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
+        if (strcmp(groups[g].name, "fast") == 0 && !with_fast_tests)
+            continue;
         TCase *tc = tcase_create(groups[g].name);
         tcase_set_timeout(tc, 30);
         for (size_t i = 0; groups[g].tests[i] != NULL; i++)
@@ -1190,9 +1983,19 @@ static Suite *api_suite(void) {
 
 int main(void) {
     cv_api_init();
-    SRunner *sr = srunner_create(api_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = 0;
+    const struct {
+        const char *name;
+        size_t fast_min_body;
+        bool with_fast_tests;
+    } passes[] = {{"api (fast path for every body)", 0, true},
+                  {"api (jansson path alone)", SIZE_MAX, false}};
+    for (size_t i = 0; i < sizeof passes / sizeof passes[0]; i++) {
+        cv__fast_min_body = passes[i].fast_min_body;
+        SRunner *sr = srunner_create(api_suite(passes[i].name, passes[i].with_fast_tests));
+        srunner_run_all(sr, CK_NORMAL);
+        failed += srunner_ntests_failed(sr);
+        srunner_free(sr);
+    }
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
