@@ -28,20 +28,38 @@ static void add_common_headers(struct MHD_Response *resp, struct cv_req *req) {
         MHD_add_response_header(resp, "X-Job-Id", req->job_id);
 }
 
-int cv_http_reply(struct MHD_Connection *conn, struct cv_req *req, int status,
-                  const char *content_type, const char *body, size_t len) {
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
-    if (resp == NULL)
-        return MHD_NO;
+/* Queues resp with the usual headers; destroys our handle on it. */
+static int queue_reply(struct MHD_Connection *conn, struct cv_req *req, int status,
+                       const char *content_type, struct MHD_Response *resp, size_t len) {
     add_common_headers(resp, req);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    if (req->server_timing[0] != '\0')
+        MHD_add_response_header(resp, "Server-Timing", req->server_timing);
     int ret = MHD_queue_response(conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
     req->status = status;
     req->bytes_out = len;
     req->replied = true;
     return ret;
+}
+
+int cv_http_reply_take(struct MHD_Connection *conn, struct cv_req *req, int status,
+                       const char *content_type, char *body, size_t len) {
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    if (resp == NULL) {
+        free(body);
+        return MHD_NO;
+    }
+    return queue_reply(conn, req, status, content_type, resp, len);
+}
+
+int cv_http_reply(struct MHD_Connection *conn, struct cv_req *req, int status,
+                  const char *content_type, const char *body, size_t len) {
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (resp == NULL)
+        return MHD_NO;
+    return queue_reply(conn, req, status, content_type, resp, len);
 }
 
 /* Queues a problem reply with extra headers (name/value pairs, NULL-terminated). */
@@ -252,7 +270,10 @@ static bool check_headers(struct MHD_Connection *conn, struct cv_req *req, const
         return true;
     }
     const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
-    if (cl != NULL && strtoll(cl, NULL, 10) > cv_srv.cfg.max_body) {
+    long long content_length = cl != NULL ? strtoll(cl, NULL, 10) : 0;
+    if (content_length > 0 && content_length <= cv_srv.cfg.max_body)
+        req->content_length = (size_t)content_length;
+    if (content_length > cv_srv.cfg.max_body) {
         cv_api_error_set(&err, 413, "body_too_large", NULL,
                          "the body has %s bytes; this daemon takes at most %lld (--max-body)", cl,
                          (long long)cv_srv.cfg.max_body);
@@ -291,7 +312,10 @@ static void take_body(struct cv_req *req, const char *data, size_t size) {
         return;
     }
     if (req->body_len + size + 1 > req->body_cap) {
-        size_t cap = req->body_cap ? req->body_cap : 4096;
+        /* The first piece sizes the buffer from Content-Length (checked against --max-body
+         * already), so a large upload is not copied by repeated doubling. */
+        size_t cap = req->body_cap ? req->body_cap
+                                   : (req->content_length > 0 ? req->content_length + 1 : 4096);
         while (cap < req->body_len + size + 1)
             cap *= 2;
         int64_t grow = (int64_t)(cap - req->body_cap);

@@ -338,6 +338,7 @@ static bool begin_running(struct cv_job *job) {
     pthread_mutex_lock(&job->mu);
     bool go = !atomic_load(&job->cancel) && !job->terminal;
     if (go) {
+        job->started_ms = cv_now_ms();
         job->state = CV_JOB_STATE_RUNNING;
         job->started_unix_ms = cv_now_unix_ms();
     } else {

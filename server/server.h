@@ -148,6 +148,7 @@ struct cv_job {
     atomic_int refs;
     atomic_bool cancel; /* set by cv_job_cancel; read by the worker after every step */
     double created_ms;  /* monotonic clock */
+    double started_ms;  /* monotonic clock when a worker took it */
 
     pthread_mutex_t mu;  /* guards every field below */
     pthread_cond_t cond; /* broadcast on each new event and on state changes */
@@ -265,13 +266,15 @@ struct cv_req {
     char *body;
     size_t body_len, body_cap;
     bool body_too_large;
-    bool over_budget; /* all bodies together would pass the memory budget: 503 */
+    size_t content_length; /* from the header when known and within --max-body, else 0 */
+    bool over_budget;      /* all bodies together would pass the memory budget: 503 */
     bool replied;
     int status; /* HTTP status of the reply */
     uint64_t bytes_out;
     atomic_uint_fast64_t stream_bytes; /* bytes written by a stream reader */
     char job_id[40];
     char path_id[64];        /* the segment a "{id}" of the route matched */
+    char server_timing[160]; /* Server-Timing header value, \"\" for none */
     const char *query_after; /* borrowed from MHD for the request: ?after= */
 };
 
@@ -301,6 +304,11 @@ int cv_http_start(struct cv_server *srv, int *port);
 /* Queues a complete reply with `body` (copied) and the usual headers. Returns an MHD_Result. */
 int cv_http_reply(struct MHD_Connection *conn, struct cv_req *req, int status,
                   const char *content_type, const char *body, size_t len);
+
+/* Like cv_http_reply, but takes ownership of a malloc'd body (no copy; freed by
+ * libmicrohttpd when sent). */
+int cv_http_reply_take(struct MHD_Connection *conn, struct cv_req *req, int status,
+                       const char *content_type, char *body, size_t len);
 
 /* Queues the problem+json reply of *err (the one place errors become HTTP). */
 int cv_http_reply_problem(struct MHD_Connection *conn, struct cv_req *req,

@@ -29,7 +29,7 @@ int cv_api_job_kind_peek(const char *body, size_t len, enum cv_api_job_kind *kin
     struct cv_api_limits lim = {0, 0};
     struct cv__parse p = {.lim = &lim, .err = err};
     json_t *root;
-    if (cv__body_load(&p, body, len, &root) != CV_OK)
+    if (cv__body_load_skim(&p, body, len, &root) != CV_OK)
         return p.status;
     json_t *v = json_object_get(root, "kind");
     const char *name = json_is_string(v) ? json_string_value(v) : NULL;
