@@ -1,20 +1,32 @@
-/* float32 corr2d forward and backward: simple direct loops, parallelised with OpenMP.
+/* float32 corr2d forward and backward: shape checks, path selection and threading.
  *
- * Every kernel walks output (or input) rows and, for each kernel tap, computes once the range of
- * columns whose source pixel lies inside the unpadded input, so the innermost loop has no
- * branches for padding and the compiler can vectorise it (for stride 1). Each parallel loop gives
- * a thread whole output rows or whole kernel entries, so no two threads write the same float and
- * the result does not depend on the number of threads. */
+ * Two paths compute the same sums:
+ *  - the vectorised kernels (corr2d_impl.h, corr2d_kern.h), compiled for AVX-512, AVX2 and the
+ *    baseline ISA and picked at run time with __builtin_cpu_supports (cv_corr2d_set_isa can force
+ *    one). They cover stride_w 1 (and, for the input gradient, stride 1): every kernel size,
+ *    padding, dilation, channel count and odd width;
+ *  - the generic loops below, which take everything else (column strides, windows too wide for
+ *    the kernels' stack scratch): for each kernel tap they compute once the range of columns
+ *    whose source pixel lies inside the unpadded input, so the inner loop has no branches.
+ *
+ * Threads: each call splits its work items (output rows or row blocks, or dK chunks) into one
+ * contiguous block per thread inside a single `omp parallel`, so a thread writes whole rows and
+ * no two threads write the same float. Problems below CV_CORR2D_PARALLEL_MIN_MACS run on the
+ * calling thread without entering a parallel region. dK is reduced over chunks fixed by the
+ * shapes, never by the thread count, so every result is the same for any n_threads. */
 #include "convd/corr2d.h"
 
+#include <omp.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
 #include "convd/status.h"
+#include "corr2d_impl.h"
 
 /* Problems with fewer multiply-adds than this run on the calling thread: waking an OpenMP team
  * costs more than the arithmetic. */
-#define CV_CORR2D_PARALLEL_MIN_MACS ((int64_t)32768)
+#define CV_CORR2D_PARALLEL_MIN_MACS ((int64_t)200000)
 
 /* Sizes beyond this are refused as invalid rather than risking int64 overflow in the
  * output-shape arithmetic (dil*(k-1) and the like); no real tensor comes close. */
@@ -117,6 +129,92 @@ static bool run_serial(int64_t macs, int n_threads) {
     return n_threads == 1 || macs < CV_CORR2D_PARALLEL_MIN_MACS;
 }
 
+/* ---- kernel variants ---------------------------------------------------------------------- */
+
+/* The variant cv_corr2d_set_isa forced, or CV_CORR2D_ISA_AUTO. Process-wide; relaxed is enough
+ * because a variant only changes how fast (and in the last bits, how) a sum is computed. */
+static _Atomic int forced_isa = CV_CORR2D_ISA_AUTO;
+
+static const char *const isa_names[] = {
+    [CV_CORR2D_ISA_AUTO] = "auto",         [CV_CORR2D_ISA_GENERIC] = "generic",
+    [CV_CORR2D_ISA_PORTABLE] = "portable", [CV_CORR2D_ISA_AVX2] = "avx2",
+    [CV_CORR2D_ISA_AVX512] = "avx512",
+};
+
+const char *cv_corr2d_isa_name(enum cv_corr2d_isa isa) {
+    if ((unsigned)isa >= sizeof isa_names / sizeof isa_names[0])
+        return NULL;
+    return isa_names[isa];
+}
+
+/* The kernel table of a variant, or NULL when this CPU (or build) cannot run it; GENERIC has
+ * no table. */
+static const struct cv__isa *isa_table(enum cv_corr2d_isa isa) {
+    switch (isa) {
+    case CV_CORR2D_ISA_PORTABLE:
+        return &cv__isa_portable;
+#if defined(__x86_64__) || defined(__i386__)
+    case CV_CORR2D_ISA_AVX2:
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? &cv__isa_avx2
+                                                                               : NULL;
+    case CV_CORR2D_ISA_AVX512:
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma")
+                   ? &cv__isa_avx512
+                   : NULL;
+#endif
+    default:
+        return NULL;
+    }
+}
+
+static enum cv_corr2d_isa isa_best(void) {
+    if (isa_table(CV_CORR2D_ISA_AVX512) != NULL)
+        return CV_CORR2D_ISA_AVX512;
+    if (isa_table(CV_CORR2D_ISA_AVX2) != NULL)
+        return CV_CORR2D_ISA_AVX2;
+    return CV_CORR2D_ISA_PORTABLE;
+}
+
+int cv_corr2d_set_isa(enum cv_corr2d_isa isa) {
+    if (isa != CV_CORR2D_ISA_AUTO && isa != CV_CORR2D_ISA_GENERIC && isa_table(isa) == NULL)
+        return CV_EINVAL;
+    atomic_store_explicit(&forced_isa, (int)isa, memory_order_relaxed);
+    return CV_OK;
+}
+
+enum cv_corr2d_isa cv_corr2d_get_isa(void) {
+    const int f = atomic_load_explicit(&forced_isa, memory_order_relaxed);
+    return f == CV_CORR2D_ISA_AUTO ? isa_best() : (enum cv_corr2d_isa)f;
+}
+
+const struct cv__isa *cv__isa_active(void) {
+    return isa_table(cv_corr2d_get_isa());
+}
+
+/* Threads for a problem of macs multiply-adds in items work items. */
+static int team_size(int64_t macs, int64_t items, int n_threads) {
+    if (run_serial(macs, n_threads) || items < 2)
+        return 1;
+    return items < n_threads ? (int)items : n_threads;
+}
+
+/* Runs items [0, items) of a corr op, one contiguous block per thread. */
+static void corr_parallel(const struct cv__isa *isa, const struct cv__corr_op *op, int64_t macs,
+                          int n_threads) {
+    const int64_t items = isa->corr_items(op);
+    const int nt = team_size(macs, items, n_threads);
+    if (nt == 1) {
+        isa->corr_run(op, 0, items);
+        return;
+    }
+#pragma omp parallel num_threads(nt)
+    {
+        const int64_t t = omp_get_thread_num(), nth = omp_get_num_threads();
+        isa->corr_run(op, items * t / nth, items * (t + 1) / nth);
+    }
+}
+
 /* ---- forward ------------------------------------------------------------------------------ */
 
 /* Output row r of the flattened (n, o, i) rows. */
@@ -168,6 +266,37 @@ int cv_corr2d_forward(const struct cv_tensor *x, const struct cv_tensor *k, cons
         return CV_ESHAPE;
     const int64_t rows = d.n * d.co * d.oh;
     const int64_t macs = rows * d.ow * d.c * d.kh * d.kw;
+    const struct cv__isa *isa = cv__isa_active();
+    if (isa != NULL && g->stride_w == 1) {
+        struct cv__corr_op op = {
+            .src = x->data,
+            .n = d.n,
+            .sc = d.c,
+            .src_h = d.h,
+            .src_w = d.w,
+            .w = k->data,
+            .w_os = d.c * d.kh * d.kw,
+            .w_cs = d.kh * d.kw,
+            .w_as = d.kw,
+            .w_bs = 1,
+            .kh = d.kh,
+            .kw = d.kw,
+            .bias = bias,
+            .dst = y->data,
+            .dc = d.co,
+            .dst_h = d.oh,
+            .dst_w = d.ow,
+            .off_h = -g->pad_top,
+            .off_w = -g->pad_left,
+            .stride_h = g->stride_h,
+            .dil_h = g->dil_h,
+            .dil_w = g->dil_w,
+        };
+        if (isa->corr_plan(&op)) {
+            corr_parallel(isa, &op, macs, n_threads);
+            return CV_OK;
+        }
+    }
     if (run_serial(macs, n_threads)) {
         for (int64_t r = 0; r < rows; r++)
             forward_row(x->data, k->data, bias, g, &d, y->data, r);
@@ -232,6 +361,39 @@ int cv_corr2d_backward_input(const struct cv_tensor *dy, const struct cv_tensor 
         return CV_ESHAPE;
     const int64_t rows = d.n * d.c * d.h;
     const int64_t macs = d.n * d.co * d.oh * d.ow * d.c * d.kh * d.kw;
+    const struct cv__isa *isa = cv__isa_active();
+    if (isa != NULL && g->stride_h == 1 && g->stride_w == 1) {
+        /* dX is the full correlation of dY with the kernel flipped in both axes and its
+         * channel axes swapped: w(c, o, a, b) = K[o, c, kh-1-a, kw-1-b]. */
+        struct cv__corr_op op = {
+            .src = dy->data,
+            .n = d.n,
+            .sc = d.co,
+            .src_h = d.oh,
+            .src_w = d.ow,
+            .w = k->data + (d.kh - 1) * d.kw + (d.kw - 1),
+            .w_os = d.kh * d.kw,
+            .w_cs = d.c * d.kh * d.kw,
+            .w_as = -d.kw,
+            .w_bs = -1,
+            .kh = d.kh,
+            .kw = d.kw,
+            .bias = NULL,
+            .dst = dx->data,
+            .dc = d.c,
+            .dst_h = d.h,
+            .dst_w = d.w,
+            .off_h = g->pad_top - (d.kh - 1) * g->dil_h,
+            .off_w = g->pad_left - (d.kw - 1) * g->dil_w,
+            .stride_h = 1,
+            .dil_h = g->dil_h,
+            .dil_w = g->dil_w,
+        };
+        if (isa->corr_plan(&op)) {
+            corr_parallel(isa, &op, macs, n_threads);
+            return CV_OK;
+        }
+    }
     if (run_serial(macs, n_threads)) {
         for (int64_t r = 0; r < rows; r++)
             backward_input_row(dy->data, k->data, g, &d, dx->data, r);
@@ -276,6 +438,48 @@ static float backward_kernel_entry(const float *x, const float *dy, const struct
     return (float)acc;
 }
 
+/* Runs a bk op: the work is cut into units (a group of output channels x one input channel)
+ * and, when there are few units, each unit's rows into fixed chunks whose double partial sums
+ * (on this stack) are added in chunk order. Thread-count independent. */
+static void bk_parallel(const struct cv__isa *isa, struct cv__bk_op *op, int64_t macs,
+                        int n_threads) {
+    const int64_t per_chunk = op->co * op->c * op->kh * op->kw + (op->dbias != NULL ? op->co : 0);
+    const int64_t units = isa->bk_units(op);
+    int64_t chunks = units >= 16 ? 1 : (CV__BK_CHUNKS_MAX + units - 1) / units;
+    if (chunks > CV__BK_CHUNKS_MAX)
+        chunks = CV__BK_CHUNKS_MAX;
+    while (chunks > 1 && chunks * per_chunk > CV__BK_PARTIAL_DOUBLES)
+        chunks--;
+    if (chunks > op->n * op->oh)
+        chunks = op->n * op->oh;
+    double part[CV__BK_PARTIAL_DOUBLES];
+    op->chunks = chunks;
+    op->part = chunks > 1 ? part : NULL;
+    const int64_t items = units * chunks;
+    const int nt = team_size(macs, items, n_threads);
+    if (nt == 1) {
+        isa->bk_run(op, 0, items);
+    } else {
+#pragma omp parallel num_threads(nt)
+        {
+            const int64_t t = omp_get_thread_num(), nth = omp_get_num_threads();
+            isa->bk_run(op, items * t / nth, items * (t + 1) / nth);
+        }
+    }
+    if (chunks > 1) {
+        const int64_t ndk = op->co * op->c * op->kh * op->kw;
+        for (int64_t e = 0; e < per_chunk; e++) {
+            double s = 0.0;
+            for (int64_t ch = 0; ch < chunks; ch++)
+                s += part[ch * per_chunk + e];
+            if (e < ndk)
+                op->dk[e] = (float)s;
+            else
+                op->dbias[e - ndk] = (float)s;
+        }
+    }
+}
+
 int cv_corr2d_backward_kernel(const struct cv_tensor *x, const struct cv_tensor *dy,
                               const struct cv_conv2d_geom *g, struct cv_tensor *dk, float *dbias,
                               int n_threads) {
@@ -289,6 +493,31 @@ int cv_corr2d_backward_kernel(const struct cv_tensor *x, const struct cv_tensor 
         return CV_ESHAPE;
     const int64_t entries = d.co * d.c * d.kh * d.kw;
     const int64_t macs = d.n * d.oh * d.ow * entries;
+    const struct cv__isa *isa = cv__isa_active();
+    struct cv__bk_op op = {
+        .x = x->data,
+        .n = d.n,
+        .c = d.c,
+        .h = d.h,
+        .w = d.w,
+        .dy = dy->data,
+        .co = d.co,
+        .oh = d.oh,
+        .ow = d.ow,
+        .kh = d.kh,
+        .kw = d.kw,
+        .pad_top = g->pad_top,
+        .pad_left = g->pad_left,
+        .stride_h = g->stride_h,
+        .dil_h = g->dil_h,
+        .dil_w = g->dil_w,
+        .dk = dk->data,
+        .dbias = dbias,
+    };
+    if (isa != NULL && g->stride_w == 1 && isa->bk_fits(&op)) {
+        bk_parallel(isa, &op, macs, n_threads);
+        return CV_OK; /* dK and dbias */
+    }
     if (run_serial(macs, n_threads)) {
         for (int64_t e = 0; e < entries; e++)
             dk->data[e] = backward_kernel_entry(x->data, dy->data, g, &d, e);
@@ -304,8 +533,12 @@ int cv_corr2d_backward_kernel(const struct cv_tensor *x, const struct cv_tensor 
             double acc = 0.0;
             for (int64_t n = 0; n < d.n; n++) {
                 const float *p = dy->data + (n * d.co + o) * plane;
-                for (int64_t q = 0; q < plane; q++)
-                    acc += p[q];
+                if (isa != NULL) {
+                    acc += isa->sum(p, plane);
+                } else {
+                    for (int64_t q = 0; q < plane; q++)
+                        acc += p[q];
+                }
             }
             dbias[o] = (float)acc;
         }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "convd/status.h"
+#include "corr2d_impl.h"
 
 /* The sum is split into this many fixed chunks whatever the thread count, and the chunk sums
  * are added in chunk order, so a loss does not change with n_threads. */
@@ -71,18 +72,24 @@ int cv_loss_forward(enum cv_loss_kind kind, const struct cv_tensor *yhat, const 
     float *g = dyhat != NULL ? dyhat->data : NULL;
     const int64_t chunk = (numel + CV_LOSS_CHUNKS - 1) / CV_LOSS_CHUNKS;
     double part[CV_LOSS_CHUNKS];
+    /* The vectorised sum of the kernel variant in use (corr2d_impl.h), if any. */
+    const struct cv__isa *isa = cv__isa_active();
     if (n_threads == 1 || numel < CV_LOSS_PARALLEL_MIN) {
         for (int q = 0; q < CV_LOSS_CHUNKS; q++) {
             const int64_t lo = q * chunk < numel ? q * chunk : numel;
             const int64_t hi = lo + chunk < numel ? lo + chunk : numel;
-            part[q] = chunk_sum(yhat->data, y->data, g, scale, mean, lo, hi);
+            part[q] = isa != NULL ? isa->sqerr(yhat->data + lo, y->data + lo,
+                                               g != NULL ? g + lo : NULL, scale, mean, hi - lo)
+                                  : chunk_sum(yhat->data, y->data, g, scale, mean, lo, hi);
         }
     } else {
 #pragma omp parallel for num_threads(n_threads) schedule(static)
         for (int q = 0; q < CV_LOSS_CHUNKS; q++) {
             const int64_t lo = q * chunk < numel ? q * chunk : numel;
             const int64_t hi = lo + chunk < numel ? lo + chunk : numel;
-            part[q] = chunk_sum(yhat->data, y->data, g, scale, mean, lo, hi);
+            part[q] = isa != NULL ? isa->sqerr(yhat->data + lo, y->data + lo,
+                                               g != NULL ? g + lo : NULL, scale, mean, hi - lo)
+                                  : chunk_sum(yhat->data, y->data, g, scale, mean, lo, hi);
         }
     }
     double sum = 0.0;

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -449,6 +450,208 @@ START_TEST(test_corr2d_parallel_matches_serial) {
 }
 END_TEST
 
+/* ---- corr2d: every kernel variant and fast path ------------------------------------------ */
+
+/* The variants this CPU runs: the plain loops, then each vector ISA it supports. */
+static int isas_available(enum cv_corr2d_isa *out) {
+    static const enum cv_corr2d_isa all[] = {CV_CORR2D_ISA_GENERIC, CV_CORR2D_ISA_PORTABLE,
+                                             CV_CORR2D_ISA_AVX2, CV_CORR2D_ISA_AVX512};
+    int n = 0;
+    for (size_t q = 0; q < sizeof all / sizeof all[0]; q++)
+        if (cv_corr2d_set_isa(all[q]) == CV_OK)
+            out[n++] = all[q];
+    ck_assert_int_eq(cv_corr2d_set_isa(CV_CORR2D_ISA_AUTO), CV_OK);
+    return n;
+}
+
+START_TEST(test_corr2d_isa_selection) {
+    enum cv_corr2d_isa isas[4];
+    const int n = isas_available(isas);
+    ck_assert_int_ge(n, 2); /* generic and portable run everywhere */
+    ck_assert_int_eq(isas[0], CV_CORR2D_ISA_GENERIC);
+    ck_assert_int_eq(isas[1], CV_CORR2D_ISA_PORTABLE);
+    /* AUTO picks the best: the last one available. */
+    ck_assert_int_eq(cv_corr2d_get_isa(), isas[n - 1]);
+    ck_assert_int_eq(cv_corr2d_set_isa(CV_CORR2D_ISA_PORTABLE), CV_OK);
+    ck_assert_int_eq(cv_corr2d_get_isa(), CV_CORR2D_ISA_PORTABLE);
+    ck_assert_int_eq(cv_corr2d_set_isa((enum cv_corr2d_isa)99), CV_EINVAL);
+    ck_assert_int_eq(cv_corr2d_get_isa(), CV_CORR2D_ISA_PORTABLE); /* unchanged */
+    ck_assert_int_eq(cv_corr2d_set_isa(CV_CORR2D_ISA_AUTO), CV_OK);
+    ck_assert_str_eq(cv_corr2d_isa_name(CV_CORR2D_ISA_AVX512), "avx512");
+    ck_assert_str_eq(cv_corr2d_isa_name(CV_CORR2D_ISA_GENERIC), "generic");
+    ck_assert_ptr_null(cv_corr2d_isa_name((enum cv_corr2d_isa)99));
+}
+END_TEST
+
+/* A problem chosen to land on one path of the kernels (corr2d.c, corr2d_kern.h). */
+struct shape_case {
+    int64_t n, c, h, w, co, kh, kw;
+    struct cv_conv2d_geom g; /* pad top, bottom, left, right; stride h, w; dilation h, w */
+    const char *what;
+};
+
+#define GEOM(pt, pb, pl, pr, sh, sw, dh, dw)                                                       \
+    { pt, pb, pl, pr, sh, sw, dh, dw }
+#define PAD(p) GEOM(p, p, p, p, 1, 1, 1, 1)
+
+static const struct shape_case shape_cases[] = {
+    /* One channel: row blocks with a remainder, several column blocks, odd tails. */
+    {1, 1, 37, 150, 1, 1, 2, PAD(0), "1x2, the seed's kernel"},
+    {1, 1, 37, 150, 1, 3, 3, PAD(0), "3x3"},
+    {1, 1, 41, 133, 1, 3, 3, PAD(1), "3x3 pad 1"},
+    {1, 1, 30, 97, 1, 7, 7, PAD(3), "7x7 pad 3"},
+    {1, 1, 30, 97, 1, 5, 5, GEOM(0, 0, 0, 0, 1, 1, 2, 2), "5x5 dilation 2"},
+    {2, 1, 19, 70, 1, 1, 1, PAD(0), "1x1, two images"},
+    {1, 1, 23, 45, 1, 4, 2, GEOM(1, 2, 0, 3, 1, 1, 1, 1), "4x2, asymmetric padding"},
+    {1, 1, 3, 1000, 1, 3, 3, PAD(1), "wide: dK in column tiles"},
+    {1, 1, 600, 5, 1, 3, 3, PAD(0), "tall and narrower than a vector"},
+    {1, 1, 9, 9, 1, 9, 9, PAD(4), "kernel as large as the input"},
+    /* Few output channels: row blocks summing over input channels. */
+    {1, 3, 21, 67, 2, 3, 3, PAD(1), "3 -> 2 channels"},
+    {2, 2, 17, 40, 3, 2, 3, GEOM(1, 0, 2, 1, 1, 1, 2, 1), "2 -> 3, dilated rows"},
+    {1, 70, 9, 13, 2, 3, 3, PAD(1), "70 -> 2: padded windows in channel chunks"},
+    /* Many output channels: channel blocks with a remainder. */
+    {1, 3, 20, 70, 16, 5, 5, PAD(2), "3 -> 16, 5x5 pad 2"},
+    {2, 8, 9, 19, 5, 3, 3, PAD(1), "8 -> 5"},
+    {1, 70, 6, 130, 4, 3, 3, PAD(1), "70 -> 4: padded windows in channel chunks"},
+    {2, 6, 15, 33, 6, 3, 3, GEOM(1, 1, 1, 1, 2, 1, 1, 1), "row stride 2"},
+    /* Narrow images: several output rows flattened into one vector row. */
+    {2, 5, 13, 37, 6, 3, 3, PAD(0), "5 -> 6 unpadded: flattened rows read in place"},
+    {1, 4, 16, 20, 4, 3, 3, GEOM(2, 2, 2, 2, 1, 1, 2, 2), "flattened rows, dilation 2"},
+    {1, 2, 30, 3, 5, 2, 2, PAD(1), "4 columns: one vector spans four rows"},
+    {1, 3, 10, 10, 4, 3, 1, PAD(0), "kw 1: flattened rows without gaps"},
+    {1, 300, 5, 7, 4, 3, 3, PAD(1), "300 -> 4 on 5x7: flattened rows in channel chunks"},
+    {1, 4, 6, 300, 4, 3, 3, PAD(1), "wide rows: column blocks"},
+    {1, 2, 12, 29, 3, 3, 3, GEOM(0, 1, 1, 0, 1, 2, 1, 1), "column stride 2: plain loops"},
+    /* Too large for the kernels' stack scratch: plain loops. */
+    {1, 1, 2, 10005, 1, 1, 3, GEOM(0, 0, 0, 0, 1, 1, 1, 5000), "window wider than the slab"},
+    {1, 1, 20, 20, 1, 17, 17, PAD(0), "289 taps"},
+};
+
+/* Runs forward, input gradient and kernel gradient of one shape case under every variant and
+ * with 1 and 2 threads: each must match the double reference within rtol of the sum of
+ * |terms|, and the two thread counts must agree bit for bit. */
+static void check_shape_case(const struct shape_case *sc, double rtol) {
+    const struct cv_conv2d_geom *g = &sc->g;
+    int64_t oh, ow;
+    ck_assert_msg(cv_corr2d_out_shape(sc->h, sc->w, sc->kh, sc->kw, g, &oh, &ow) == CV_OK, "%s",
+                  sc->what);
+    struct cv_tensor x = make_tensor(sc->n, sc->c, sc->h, sc->w);
+    struct cv_tensor k = make_tensor(sc->co, sc->c, sc->kh, sc->kw);
+    struct cv_tensor gy = make_tensor(sc->n, sc->co, oh, ow);
+    fill_random(&x), fill_random(&k), fill_random(&gy);
+    float *bias = malloc((size_t)sc->co * sizeof(float));
+    ck_assert_ptr_nonnull(bias);
+    for (int64_t o = 0; o < sc->co; o++)
+        bias[o] = rng_float();
+    const int64_t nx = cv_tensor_numel(&x), nk = cv_tensor_numel(&k), ny = cv_tensor_numel(&gy);
+    double *xd = to_double(x.data, nx, false), *xa = to_double(x.data, nx, true);
+    double *kd = to_double(k.data, nk, false), *ka = to_double(k.data, nk, true);
+    double *gd = to_double(gy.data, ny, false), *ga = to_double(gy.data, ny, true);
+    double *bd = to_double(bias, sc->co, false), *ba = to_double(bias, sc->co, true);
+    double *y = malloc((size_t)ny * sizeof(double)), *ys = malloc((size_t)ny * sizeof(double));
+    double *dx = malloc((size_t)nx * sizeof(double)), *dxs = malloc((size_t)nx * sizeof(double));
+    double *dk = malloc((size_t)nk * sizeof(double)), *dks = malloc((size_t)nk * sizeof(double));
+    double *db = malloc((size_t)sc->co * sizeof(double));
+    double *dbs = malloc((size_t)sc->co * sizeof(double));
+    ck_assert(y && ys && dx && dxs && dk && dks && db && dbs);
+    const struct cv_ref_shape xs = shape_of(&x), ks = shape_of(&k), gs = shape_of(&gy);
+    cv_ref_corr2d_forward(xd, xs, kd, ks, bd, g, y);
+    cv_ref_corr2d_forward(xa, xs, ka, ks, ba, g, ys);
+    cv_ref_corr2d_backward_input(gd, gs, kd, ks, g, dx, xs);
+    cv_ref_corr2d_backward_input(ga, gs, ka, ks, g, dxs, xs);
+    cv_ref_corr2d_backward_kernel(xd, xs, gd, gs, g, dk, ks, db);
+    cv_ref_corr2d_backward_kernel(xa, xs, ga, gs, g, dks, ks, dbs);
+
+    struct cv_tensor fy[2], fdx[2], fdk[2];
+    float *fdb[2];
+    for (int t = 0; t < 2; t++) {
+        fy[t] = make_tensor(sc->n, sc->co, oh, ow);
+        fdx[t] = make_tensor(sc->n, sc->c, sc->h, sc->w);
+        fdk[t] = make_tensor(sc->co, sc->c, sc->kh, sc->kw);
+        fdb[t] = malloc((size_t)sc->co * sizeof(float));
+        ck_assert_ptr_nonnull(fdb[t]);
+    }
+    enum cv_corr2d_isa isas[4];
+    const int nisa = isas_available(isas);
+    for (int q = 0; q < nisa; q++) {
+        ck_assert_int_eq(cv_corr2d_set_isa(isas[q]), CV_OK);
+        for (int t = 0; t < 2; t++) {
+            for (int64_t e = 0; e < ny; e++)
+                fy[t].data[e] = NAN; /* every element must be written */
+            for (int64_t e = 0; e < nx; e++)
+                fdx[t].data[e] = NAN;
+            for (int64_t e = 0; e < nk; e++)
+                fdk[t].data[e] = NAN;
+            ck_assert_int_eq(cv_corr2d_forward(&x, &k, bias, g, &fy[t], t + 1), CV_OK);
+            ck_assert_int_eq(cv_corr2d_backward_input(&gy, &k, g, &fdx[t], t + 1), CV_OK);
+            ck_assert_int_eq(cv_corr2d_backward_kernel(&x, &gy, g, &fdk[t], fdb[t], t + 1), CV_OK);
+            char what[4][160];
+            static const char *const pass[4] = {"y", "dX", "dK", "dbias"};
+            for (int p = 0; p < 4; p++)
+                snprintf(what[p], sizeof what[p], "%s [%s, %d threads] %s", sc->what,
+                         cv_corr2d_isa_name(isas[q]), t + 1, pass[p]);
+            assert_close_scaled(fy[t].data, y, ys, ny, rtol, what[0]);
+            assert_close_scaled(fdx[t].data, dx, dxs, nx, rtol, what[1]);
+            assert_close_scaled(fdk[t].data, dk, dks, nk, rtol, what[2]);
+            assert_close_scaled(fdb[t], db, dbs, sc->co, rtol, what[3]);
+        }
+        ck_assert_msg(memcmp(fy[0].data, fy[1].data, (size_t)ny * sizeof(float)) == 0,
+                      "%s [%s]: y differs between 1 and 2 threads", sc->what,
+                      cv_corr2d_isa_name(isas[q]));
+        ck_assert_msg(memcmp(fdx[0].data, fdx[1].data, (size_t)nx * sizeof(float)) == 0,
+                      "%s [%s]: dX differs between 1 and 2 threads", sc->what,
+                      cv_corr2d_isa_name(isas[q]));
+        ck_assert_msg(memcmp(fdk[0].data, fdk[1].data, (size_t)nk * sizeof(float)) == 0,
+                      "%s [%s]: dK differs between 1 and 2 threads", sc->what,
+                      cv_corr2d_isa_name(isas[q]));
+    }
+    ck_assert_int_eq(cv_corr2d_set_isa(CV_CORR2D_ISA_AUTO), CV_OK);
+    for (int t = 0; t < 2; t++) {
+        cv_tensor_free(&fy[t]), cv_tensor_free(&fdx[t]), cv_tensor_free(&fdk[t]);
+        free(fdb[t]);
+    }
+    free(xd), free(xa), free(kd), free(ka), free(gd), free(ga), free(bd), free(ba);
+    free(y), free(ys), free(dx), free(dxs), free(dk), free(dks), free(db), free(dbs);
+    free(bias);
+    cv_tensor_free(&x), cv_tensor_free(&k), cv_tensor_free(&gy);
+}
+
+START_TEST(test_corr2d_shape_classes) {
+    /* Sums here run over up to a few thousand float terms, hence 1e-5 rather than 1e-6. */
+    rng_state = 0x5eed0006 + (uint64_t)_i;
+    check_shape_case(&shape_cases[_i], 1e-5);
+}
+END_TEST
+
+START_TEST(test_corr2d_isas_random) {
+    /* The random small problems of the reference tests, under every variant: these land
+     * mostly on the padded-window paths and on vectors with a few valid lanes. */
+    rng_state = 0x5eed0007;
+    for (int cse = 0; cse < 120; cse++) {
+        const struct cv_conv2d_geom g0 = {0};
+        struct shape_case sc = {0, 0, 0, 0, 0, 0, 0, g0, "random"};
+        for (;;) {
+            sc = (struct shape_case){rng_int(1, 2),
+                                     rng_int(1, 5),
+                                     rng_int(1, 14),
+                                     rng_int(1, 40),
+                                     rng_int(1, 6),
+                                     rng_int(1, 5),
+                                     rng_int(1, 5),
+                                     GEOM(rng_int(0, 2), rng_int(0, 2), rng_int(0, 3),
+                                          rng_int(0, 3), rng_int(1, 2), cse % 4 == 0 ? 2 : 1,
+                                          rng_int(1, 2), rng_int(1, 2)),
+                                     "random"};
+            int64_t oh, ow;
+            if (cv_corr2d_out_shape(sc.h, sc.w, sc.kh, sc.kw, &sc.g, &oh, &ow) == CV_OK)
+                break;
+        }
+        check_shape_case(&sc, 1e-6);
+    }
+}
+END_TEST
+
 /* ---- losses ------------------------------------------------------------------------------- */
 
 START_TEST(test_loss_values_and_gradients) {
@@ -502,6 +705,41 @@ START_TEST(test_loss_large_threads_agree) {
     ck_assert_double_eq(l1, l4);
     ck_assert_double_eq_tol(l1, want, 1e-9 * want);
     cv_tensor_free(&a), cv_tensor_free(&b);
+}
+END_TEST
+
+START_TEST(test_loss_variants_agree) {
+    /* The vectorised squared-error sums (blocks of 16 and a scalar tail) under every variant:
+     * the gradient is the float formula exactly, the loss the double sum to rounding. */
+    rng_state = 0x5eed0008;
+    struct cv_tensor a = make_tensor(1, 1, 7, 143), b = make_tensor(1, 1, 7, 143);
+    struct cv_tensor g = make_tensor(1, 1, 7, 143);
+    fill_random(&a);
+    fill_random(&b);
+    const int64_t n = cv_tensor_numel(&a);
+    double want = 0.0;
+    for (int64_t q = 0; q < n; q++) {
+        const float d = a.data[q] - b.data[q];
+        want += (double)d * (double)d;
+    }
+    enum cv_corr2d_isa isas[4];
+    const int nisa = isas_available(isas);
+    for (int v = 0; v < nisa; v++) {
+        ck_assert_int_eq(cv_corr2d_set_isa(isas[v]), CV_OK);
+        for (int kind = 0; kind < 2; kind++) {
+            const bool mean = kind == CV_LOSS_KIND_MSE;
+            double loss;
+            ck_assert_int_eq(cv_loss_forward((enum cv_loss_kind)kind, &a, &b, &loss, &g, 1), CV_OK);
+            ck_assert_double_eq_tol(loss, mean ? want / (double)n : want, 1e-12 * want);
+            const float scale = 1.0f / (float)n;
+            for (int64_t q = 0; q < n; q++) {
+                const float d = a.data[q] - b.data[q];
+                ck_assert_float_eq(g.data[q], mean ? scale * (2.0f * d) : 2.0f * d);
+            }
+        }
+    }
+    ck_assert_int_eq(cv_corr2d_set_isa(CV_CORR2D_ISA_AUTO), CV_OK);
+    cv_tensor_free(&a), cv_tensor_free(&b), cv_tensor_free(&g);
 }
 END_TEST
 
@@ -770,6 +1008,50 @@ START_TEST(test_train_multichannel_momentum) {
 }
 END_TEST
 
+START_TEST(test_train_variants_agree) {
+    /* Training through the vector kernels (forward, fused loss, dK with the bias summed in the
+     * same pass) follows the plain loops' trajectory, for 1 and 2 threads. */
+    rng_state = 0x5eed0009;
+    struct cv_tensor x = make_tensor(1, 1, 61, 67), y = make_tensor(1, 1, 61, 67);
+    fill_random(&x), fill_random(&y);
+    struct cv_train_params p = seed_params(CV_OPTIM_KIND_SGD, 0.05f, 8);
+    p.loss = CV_LOSS_KIND_MSE;
+    p.use_bias = true;
+    p.geom = (struct cv_conv2d_geom){1, 1, 1, 1, 1, 1, 1, 1};
+    enum cv_corr2d_isa isas[4];
+    const int nisa = isas_available(isas);
+    struct loss_log ref = {0};
+    float wref[9], bref = 0.0f;
+    for (int v = 0; v < nisa; v++) {
+        for (int threads = 1; threads <= 2; threads++) {
+            ck_assert_int_eq(cv_corr2d_set_isa(isas[v]), CV_OK);
+            struct cv_tensor w = make_tensor(1, 1, 3, 3);
+            float bias;
+            cv_train_init_uniform(&w, &bias, 7);
+            p.n_threads = threads;
+            struct loss_log log = {0};
+            struct cv_train_result res;
+            ck_assert_int_eq(cv_train_run(&p, &x, &y, &w, &bias, log_step, &log, &res), CV_OK);
+            ck_assert_int_eq(log.count, 8);
+            if (v == 0 && threads == 1) { /* the plain loops */
+                ref = log;
+                memcpy(wref, w.data, sizeof wref);
+                bref = bias;
+            } else {
+                for (int q = 0; q < 8; q++)
+                    assert_rel(log.loss[q], ref.loss[q], 1e-5, "loss at step", q + 1);
+                for (int q = 0; q < 9; q++)
+                    ck_assert_double_eq_tol(w.data[q], wref[q], 1e-5);
+                ck_assert_double_eq_tol(bias, bref, 1e-5);
+            }
+            cv_tensor_free(&w);
+        }
+    }
+    ck_assert_int_eq(cv_corr2d_set_isa(CV_CORR2D_ISA_AUTO), CV_OK);
+    cv_tensor_free(&x), cv_tensor_free(&y);
+}
+END_TEST
+
 START_TEST(test_train_cancel) {
     struct cv_tensor x = seed_x(), y = seed_y(), w = make_tensor(1, 1, 1, 2);
     w.data[0] = w.data[1] = 0.5f;
@@ -894,10 +1176,19 @@ static Suite *compute_suite(void) {
     tcase_add_test(tc, test_corr2d_parallel_matches_serial);
     suite_add_tcase(s, tc);
 
+    tc = tcase_create("corr2d_kernels");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_corr2d_isa_selection);
+    tcase_add_loop_test(tc, test_corr2d_shape_classes, 0,
+                        (int)(sizeof shape_cases / sizeof shape_cases[0]));
+    tcase_add_test(tc, test_corr2d_isas_random);
+    suite_add_tcase(s, tc);
+
     tc = tcase_create("loss");
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_loss_values_and_gradients);
     tcase_add_test(tc, test_loss_large_threads_agree);
+    tcase_add_test(tc, test_loss_variants_agree);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("optim");
@@ -914,6 +1205,7 @@ static Suite *compute_suite(void) {
     tcase_add_test(tc, test_train_seed_adam);
     tcase_add_test(tc, test_train_multichannel_adam);
     tcase_add_test(tc, test_train_multichannel_momentum);
+    tcase_add_test(tc, test_train_variants_agree);
     tcase_add_test(tc, test_train_cancel);
     tcase_add_test(tc, test_train_stop_loss);
     tcase_add_test(tc, test_train_diverges);

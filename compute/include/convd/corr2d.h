@@ -10,7 +10,26 @@
  * checked and a mismatch returns CV_ESHAPE. n_threads (>= 1) is the number of OpenMP threads
  * the call may use; small problems run on the calling thread without entering a parallel
  * region. These functions are the narrow interface the rest of convd calls: faster kernels
- * replace their bodies, not their signatures. */
+ * replace their bodies, not their signatures.
+ *
+ * Speed. The kernels are vectorised for the CPU found at run time (AVX-512, AVX2 or the
+ * baseline ISA, picked with __builtin_cpu_supports; never -march=native; cv_corr2d_set_isa can
+ * force one) whenever stride_w is 1 (for the input gradient, stride 1 in both axes); column
+ * strides take plain loops. Every kernel size, padding, dilation, channel count and width has a
+ * vector path: register-blocked output rows for few output channels, output-channel blocks for
+ * many (narrow images flatten several rows into one vector row), and a tap-blocked reduction
+ * for dK that also sums dbias. Threads split the output rows (dK: fixed row chunks or channel
+ * blocks) into one contiguous block each.
+ *
+ * Scratch. The kernels keep no state and need no workspace object: what a fast path needs (a
+ * zero-padded copy of the window it reads, row-pointer tables, dK's partial sums) lives in
+ * fixed arrays on the running threads' stacks, under 128 KiB per thread, so any thread with a
+ * default-sized stack may call them and no call allocates. Training therefore only allocates
+ * its own buffers, once per job (train.h).
+ *
+ * Results agree with the double reference to float rounding, and are bitwise the same for
+ * every n_threads (dK is reduced over row chunks fixed by the shapes, added in a fixed order).
+ * They may differ in the last bits between kernel variants. */
 #ifndef CONVD_CORR2D_H
 #define CONVD_CORR2D_H
 
@@ -48,5 +67,26 @@ int cv_corr2d_backward_input(const struct cv_tensor *dy, const struct cv_tensor 
 int cv_corr2d_backward_kernel(const struct cv_tensor *x, const struct cv_tensor *dy,
                               const struct cv_conv2d_geom *g, struct cv_tensor *dk, float *dbias,
                               int n_threads);
+
+/* Kernel variants, for tests and benchmarks. AUTO (the default) uses the best one the CPU
+ * supports; GENERIC forces the plain loops everywhere. */
+enum cv_corr2d_isa {
+    CV_CORR2D_ISA_AUTO = 0,
+    CV_CORR2D_ISA_GENERIC = 1,  /* plain loops, no vector kernels */
+    CV_CORR2D_ISA_PORTABLE = 2, /* vector kernels for the build's baseline ISA (SSE2 on x86-64) */
+    CV_CORR2D_ISA_AVX2 = 3,     /* AVX2 + FMA */
+    CV_CORR2D_ISA_AVX512 = 4,   /* AVX-512 F/VL/DQ + FMA */
+};
+
+/* Makes every later corr2d call in the process use variant isa. Returns CV_OK, or CV_EINVAL
+ * when this CPU (or build) cannot run it, leaving the choice unchanged. Meant to be called
+ * while no corr2d call runs (a call in flight may use either variant). */
+int cv_corr2d_set_isa(enum cv_corr2d_isa isa);
+
+/* The variant corr2d calls use now; never CV_CORR2D_ISA_AUTO. */
+enum cv_corr2d_isa cv_corr2d_get_isa(void);
+
+/* "auto", "generic", "portable", "avx2" or "avx512"; NULL for an unknown value. */
+const char *cv_corr2d_isa_name(enum cv_corr2d_isa isa);
 
 #endif

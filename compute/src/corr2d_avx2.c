@@ -1,0 +1,11 @@
+/* The corr2d kernels compiled for AVX2 with FMA. Only this file's functions use these
+ * instructions; corr2d.c calls them after __builtin_cpu_supports says the CPU has them. */
+#if defined(__x86_64__) || defined(__i386__)
+#pragma GCC target("avx2,fma")
+#define CV__KERN_ISA      CV__AVX2
+#define CV__KERN_NAME     avx2
+#define CV__KERN_NAME_STR "avx2"
+#include "corr2d_kern.h"
+#else
+typedef int cv__corr2d_avx2_unused; /* not an x86 target: nothing to build */
+#endif

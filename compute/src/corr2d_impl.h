@@ -1,0 +1,125 @@
+/* Private to compute/: the vectorised corr2d kernels and the table that selects them at run time.
+ *
+ * corr2d.c checks shapes, picks a path and owns every OpenMP region; the kernels here are serial
+ * functions that process a contiguous range of work items, so a thread only ever runs one of
+ * them on its own block of items. The kernels are written once, in corr2d_kern.h, and compiled
+ * three times: corr2d_avx512.c and corr2d_avx2.c with `#pragma GCC target(...)` (no build flags,
+ * so the binary still runs on any x86-64) and corr2d_portable.c for the baseline ISA. corr2d.c
+ * picks a table with __builtin_cpu_supports, never at compile time.
+ *
+ * Two operations cover the three public passes:
+ *
+ *   corr:  dst[n,o,i,j] = bias[o] + sum_{c,a,b} src[n, c, i*stride_h + a*dil_h + off_h,
+ *                                                      j + b*dil_w + off_w] * w(o, c, a, b)
+ *          with w(o,c,a,b) = w[o*w_os + c*w_cs + a*w_as + b*w_bs] and src read as zero outside
+ *          its rows and columns (off_* < 0 is padding). The forward pass is corr with
+ *          off = -pad; the input gradient (stride 1) is corr of dY with the transposed,
+ *          flipped kernel (negative w_as/w_bs) and off = pad - (k-1)*dil.
+ *   bk:    dk[o,c,a,b] = sum_{n,i,j} dy[n,o,i,j] * x[n, c, i*stride_h + a*dil_h - pad_top,
+ *                                                   j + b*dil_w - pad_left]
+ *          (stride_w 1), reduced in float vectors over short row pieces and in double above;
+ *          dbias[o] = sum dy[n,o,i,j] is summed in the same pass over dY.
+ *
+ * The table also carries the vectorised squared-error sum of loss.c.
+ *
+ * Neither allocates: a kernel's scratch (a zero-padded copy of the source window it is about to
+ * read, and row-pointer tables) lives in fixed arrays on the running thread's stack, at most
+ * CV__SLAB_FLOATS floats plus a few KiB. Shapes whose windows do not fit take the generic loops. */
+#ifndef CONVD_CORR2D_IMPL_H
+#define CONVD_CORR2D_IMPL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Floats of per-thread stack scratch a kernel may use for padded source windows (64 KiB). */
+#define CV__SLAB_FLOATS 16384
+
+/* A bk problem is split into at most this many fixed row chunks (whatever the thread count),
+ * whose double partial sums are added in chunk order: dK does not depend on n_threads. */
+#define CV__BK_CHUNKS_MAX 32
+
+/* Doubles of partial sums the bk driver may keep on the caller's stack (32 KiB). */
+#define CV__BK_PARTIAL_DOUBLES 4096
+
+/* Kernels with more taps than this take the generic loops in bk. */
+#define CV__BK_TAPS_MAX 256
+
+/* Input rows one bk row piece may read (the size of its row-pointer table). */
+#define CV__BK_ROWS_MAX 1024
+
+/* Double sums of dK one bk unit keeps (output channels x taps; >= CV__BK_TAPS_MAX * 4). */
+#define CV__BK_UNIT_DOUBLES 1024
+
+enum cv__corr_mode {
+    CV__CORR_MODE_ROWS = 0,  /* few output channels: several output rows of one channel at once
+                                (stride_h and dil_h 1); each loaded source vector serves the up
+                                to kh rows that use it */
+    CV__CORR_MODE_CHANS = 1, /* several output channels of one output row, in column blocks;
+                                each loaded source vector serves every channel of the block */
+    CV__CORR_MODE_FLAT = 2,  /* CHANS for narrow images (stride_h 1): rb output rows are read
+                                as one flattened row with the padded row stride, so vectors run
+                                on across row ends and only the kw-1 gap columns are wasted */
+};
+
+struct cv__corr_op {
+    const float *src;
+    int64_t n, sc, src_h, src_w; /* batch, source channels, rows, columns */
+    const float *w;
+    int64_t w_os, w_cs, w_as, w_bs; /* element strides of the weights; may be negative */
+    int64_t kh, kw;
+    const float *bias; /* dc entries, or NULL */
+    float *dst;
+    int64_t dc, dst_h, dst_w; /* destination channels, rows, columns */
+    int64_t off_h, off_w;     /* source row/column of tap (0, 0) for output (0, 0) */
+    int64_t stride_h, dil_h, dil_w;
+    enum cv__corr_mode mode; /* set by cv__isa.corr_plan */
+    int64_t rb;              /* output rows per work item; set by cv__isa.corr_plan */
+};
+
+struct cv__bk_op {
+    const float *x;
+    int64_t n, c, h, w; /* input */
+    const float *dy;
+    int64_t co, oh, ow; /* output gradient */
+    int64_t kh, kw, pad_top, pad_left, stride_h, dil_h, dil_w;
+    int64_t chunks; /* row chunks per unit (1: each unit covers every row) */
+    float *dk;      /* chunks == 1: the result, written directly */
+    float *dbias;   /* co entries, or NULL: no bias gradient (summed in the same pass) */
+    double *part;   /* chunks > 1: chunks x (co*c*kh*kw dK entries, then co dbias entries when
+                       dbias != NULL) partial sums, chunk-major */
+};
+
+/* One compiled variant of the kernels. */
+struct cv__isa {
+    const char *name;
+    int vl; /* floats per vector */
+    /* Picks op->mode and op->rb; false when the kernels cannot run op (its source windows do
+     * not fit the stack scratch). */
+    bool (*corr_plan)(struct cv__corr_op *op);
+    /* Work items of a planned op: (n, block of rb output rows), every output channel. */
+    int64_t (*corr_items)(const struct cv__corr_op *op);
+    /* Computes items [lo, hi) of op. */
+    void (*corr_run)(const struct cv__corr_op *op, int64_t lo, int64_t hi);
+    /* True when the bk kernels can run op (chunks is not consulted). */
+    bool (*bk_fits)(const struct cv__bk_op *op);
+    /* Units of a bk op: (group of output channels, input channel) pairs. */
+    int64_t (*bk_units)(const struct cv__bk_op *op);
+    /* Computes bk items [lo, hi): item = chunk + chunks * unit. */
+    void (*bk_run)(const struct cv__bk_op *op, int64_t lo, int64_t hi);
+    /* Sum of p[0..n) in float vectors over fixed blocks, the blocks added in double. */
+    double (*sum)(const float *p, int64_t n);
+    /* Sum of (yh - y)^2 over [0, n) in double; the loss gradient into g unless g is NULL
+     * (see loss.h: scale * (2 * (yh - y)) when mean, else 2 * (yh - y)). */
+    double (*sqerr)(const float *yh, const float *y, float *g, float scale, bool mean, int64_t n);
+};
+
+extern const struct cv__isa cv__isa_portable;
+
+/* The table corr2d and the losses use now (cv_corr2d_set_isa), or NULL for the plain loops. */
+const struct cv__isa *cv__isa_active(void);
+#if defined(__x86_64__) || defined(__i386__)
+extern const struct cv__isa cv__isa_avx2;
+extern const struct cv__isa cv__isa_avx512;
+#endif
+
+#endif

@@ -1,0 +1,1143 @@
+/* The vectorised corr2d kernels (see corr2d_impl.h), written once for three instruction sets.
+ *
+ * Included only by corr2d_avx512.c, corr2d_avx2.c and corr2d_portable.c, each of which defines
+ * CV__KERN_ISA (AVX512, AVX2 or PORTABLE) and, for the x86 variants, sets the target with
+ * `#pragma GCC target` first. Everything here is static; the only export is the table at the end.
+ *
+ * Shape of the code:
+ *  - a small vector layer (vf, VL, v_load, v_fma, v_load_n/v_store_n for the first n lanes);
+ *  - micro-kernels that keep a block of outputs in registers: mk_rows (R rows x NJ vectors of
+ *    one output channel: every source vector loaded serves the up to kh rows that use it),
+ *    mk_chans (NO output channels x NJ vectors of one row: every source vector serves NO
+ *    channels) and mk_bk (NO output channels x G kernel taps of dK, reduced over a row piece);
+ *    each is always_inline and instantiated for constant block sizes through a switch, so the
+ *    accumulators live in registers;
+ *  - drivers that walk work items, point the micro-kernels at the source directly when the
+ *    window they read is inside the tensor, and otherwise at a zero-padded copy of the window
+ *    in a stack slab (padding, edges, the last rows of a buffer). Loads never leave the source
+ *    buffer or the slab; partial vectors use v_load_n/v_store_n. */
+#ifndef CV__KERN_ISA
+#error "corr2d_kern.h is included by corr2d_<isa>.c only"
+#endif
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "corr2d_impl.h"
+
+#define CV__AVX512   1
+#define CV__AVX2     2
+#define CV__PORTABLE 3
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* ---- vector layer ------------------------------------------------------------------------- */
+
+#if CV__KERN_ISA == CV__AVX512
+#include <immintrin.h>
+typedef __m512 vf;
+#define VL       16
+#define ROWS_R   4 /* 16 accumulators + 4 loaded vectors + 1 broadcast of 32 zmm */
+#define ROWS_NJ  4
+#define CHANS_NO 4
+#define CHANS_NJ 4
+#define BK_NO    4  /* output channels per bk unit */
+#define BK_ACC   20 /* bk accumulators: 4 channels x 5 taps, or 1 x 16 (+ NO + 1 loaded) */
+ALWAYS_INLINE vf v_zero(void) {
+    return _mm512_setzero_ps();
+}
+ALWAYS_INLINE vf v_set1(float s) {
+    return _mm512_set1_ps(s);
+}
+ALWAYS_INLINE vf v_load(const float *p) {
+    return _mm512_loadu_ps(p);
+}
+ALWAYS_INLINE void v_store(float *p, vf v) {
+    _mm512_storeu_ps(p, v);
+}
+ALWAYS_INLINE vf v_fma(vf a, vf b, vf c) {
+    return _mm512_fmadd_ps(a, b, c);
+}
+/* The first n (0..VL) lanes. */
+ALWAYS_INLINE __mmask16 lanes(int n) {
+    return (__mmask16)((1u << n) - 1u);
+}
+/* The first n (1..VL) lanes from p, the others zero; reads only p[0..n). */
+ALWAYS_INLINE vf v_load_n(const float *p, int n) {
+    return _mm512_maskz_loadu_ps(lanes(n), p);
+}
+/* Writes only p[0..n). */
+ALWAYS_INLINE void v_store_n(float *p, vf v, int n) {
+    _mm512_mask_storeu_ps(p, lanes(n), v);
+}
+ALWAYS_INLINE float v_hsum(vf v) {
+    return _mm512_reduce_add_ps(v);
+}
+ALWAYS_INLINE __m512i v_iota(void) {
+    return _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+/* Writes lanes [l, l + n) of v to p[0..n); reads and writes nothing else. */
+ALWAYS_INLINE void v_store_lanes(float *p, vf v, int l, int n) {
+    const vf s = _mm512_permutexvar_ps(_mm512_add_epi32(v_iota(), _mm512_set1_epi32(l)), v);
+    _mm512_mask_storeu_ps(p, lanes(n), s);
+}
+/* p[0..n) in lanes [l, l + n), zero elsewhere; reads only p[0..n). */
+ALWAYS_INLINE vf v_load_lanes(const float *p, int l, int n) {
+    const vf v = _mm512_maskz_loadu_ps(lanes(n), p);
+    const __mmask16 m = (__mmask16)(lanes(l + n) & ~lanes(l));
+    return _mm512_maskz_permutexvar_ps(m, _mm512_sub_epi32(v_iota(), _mm512_set1_epi32(l)), v);
+}
+#elif CV__KERN_ISA == CV__AVX2
+#include <immintrin.h>
+typedef __m256 vf;
+#define VL       8
+#define ROWS_R   4 /* 8 accumulators + 2 + 1 of 16 ymm */
+#define ROWS_NJ  2
+#define CHANS_NO 4
+#define CHANS_NJ 2
+#define BK_NO    2
+#define BK_ACC   12 /* 2 x 6 or 1 x 12 accumulators + NO + 1 of 16 ymm */
+static const int32_t mask_tab[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+ALWAYS_INLINE vf v_zero(void) {
+    return _mm256_setzero_ps();
+}
+ALWAYS_INLINE vf v_set1(float s) {
+    return _mm256_set1_ps(s);
+}
+ALWAYS_INLINE vf v_load(const float *p) {
+    return _mm256_loadu_ps(p);
+}
+ALWAYS_INLINE void v_store(float *p, vf v) {
+    _mm256_storeu_ps(p, v);
+}
+ALWAYS_INLINE vf v_fma(vf a, vf b, vf c) {
+    return _mm256_fmadd_ps(a, b, c);
+}
+ALWAYS_INLINE __m256i lanes(int n) {
+    return _mm256_loadu_si256((const __m256i *)(mask_tab + 8 - n));
+}
+ALWAYS_INLINE vf v_load_n(const float *p, int n) {
+    return _mm256_maskload_ps(p, lanes(n));
+}
+ALWAYS_INLINE void v_store_n(float *p, vf v, int n) {
+    _mm256_maskstore_ps(p, lanes(n), v);
+}
+ALWAYS_INLINE float v_hsum(vf v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+ALWAYS_INLINE __m256i v_iota(void) {
+    return _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+}
+ALWAYS_INLINE void v_store_lanes(float *p, vf v, int l, int n) {
+    const vf s = _mm256_permutevar8x32_ps(v, _mm256_add_epi32(v_iota(), _mm256_set1_epi32(l)));
+    _mm256_maskstore_ps(p, lanes(n), s);
+}
+ALWAYS_INLINE vf v_load_lanes(const float *p, int l, int n) {
+    const vf v = _mm256_maskload_ps(p, lanes(n));
+    const __m256i i = v_iota();
+    const vf s = _mm256_permutevar8x32_ps(v, _mm256_sub_epi32(i, _mm256_set1_epi32(l)));
+    const __m256i keep = _mm256_and_si256(_mm256_cmpgt_epi32(i, _mm256_set1_epi32(l - 1)),
+                                          _mm256_cmpgt_epi32(_mm256_set1_epi32(l + n), i));
+    return _mm256_and_ps(s, _mm256_castsi256_ps(keep));
+}
+#else
+/* GCC vector extensions: SSE2 on a baseline x86-64 build, whatever the target has elsewhere. */
+typedef float vf __attribute__((vector_size(16)));
+#define VL       4
+#define ROWS_R   4
+#define ROWS_NJ  2
+#define CHANS_NO 4
+#define CHANS_NJ 2
+#define BK_NO    2
+#define BK_ACC   12
+ALWAYS_INLINE vf v_zero(void) {
+    return (vf){0.0f, 0.0f, 0.0f, 0.0f};
+}
+ALWAYS_INLINE vf v_set1(float s) {
+    return (vf){s, s, s, s};
+}
+ALWAYS_INLINE vf v_load(const float *p) {
+    vf v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+ALWAYS_INLINE void v_store(float *p, vf v) {
+    memcpy(p, &v, sizeof v);
+}
+ALWAYS_INLINE vf v_fma(vf a, vf b, vf c) {
+    return a * b + c;
+}
+ALWAYS_INLINE vf v_load_n(const float *p, int n) {
+    vf v = v_zero();
+    memcpy(&v, p, (size_t)n * sizeof(float));
+    return v;
+}
+ALWAYS_INLINE void v_store_n(float *p, vf v, int n) {
+    memcpy(p, &v, (size_t)n * sizeof(float));
+}
+ALWAYS_INLINE float v_hsum(vf v) {
+    return (v[0] + v[1]) + (v[2] + v[3]);
+}
+ALWAYS_INLINE void v_store_lanes(float *p, vf v, int l, int n) {
+    float t[VL];
+    memcpy(t, &v, sizeof t);
+    memcpy(p, t + l, (size_t)n * sizeof(float));
+}
+ALWAYS_INLINE vf v_load_lanes(const float *p, int l, int n) {
+    float t[VL] = {0.0f};
+    memcpy(t + l, p, (size_t)n * sizeof(float));
+    vf v;
+    memcpy(&v, t, sizeof v);
+    return v;
+}
+#endif
+
+/* The largest tap group any variant uses (one output channel). */
+#define BK_G_MAX 16
+
+/* Loads/stores the last vector of a block, which holds `tail` (1..VL) valid lanes. */
+ALWAYS_INLINE vf v_load_tail(const float *p, int tail) {
+    return tail == VL ? v_load(p) : v_load_n(p, tail);
+}
+ALWAYS_INLINE void v_store_tail(float *p, vf v, int tail) {
+    if (tail == VL)
+        v_store(p, v);
+    else
+        v_store_n(p, v, tail);
+}
+
+static int64_t round_up(int64_t v, int64_t m) {
+    return (v + m - 1) / m * m;
+}
+
+static int64_t min64(int64_t a, int64_t b) {
+    return a < b ? a : b;
+}
+
+static int64_t max64(int64_t a, int64_t b) {
+    return a > b ? a : b;
+}
+
+/* ---- corr: micro-kernels ------------------------------------------------------------------ */
+
+/* Arguments of one micro-kernel call. The source window is a set of rows: `rs` floats from one
+ * needed row to the next, `cs` from one channel to the next; column 0 of the window is the
+ * source column of output column 0 for tap b = 0. */
+struct mk_args {
+    const float *src;
+    int64_t rs, cs, nc;
+    int64_t kh, kw, dw;
+    const float *w; /* weights of output channel o0, input channel 0 of the window */
+    int64_t w_os, w_cs, w_as, w_bs;
+    bool accumulate;   /* add to dst (a later channel chunk) rather than start from the bias */
+    const float *bias; /* bias of output channel o0, or NULL */
+    float *dst;        /* output (o0, first row, first column of the block; FLAT: of the item) */
+    int64_t d_rs, d_os;
+    int tail; /* valid lanes of the last vector (1..VL); FLAT uses f_* instead */
+    /* FLAT: vector lane l of vector jj is flattened index q = f_q0 + jj * VL + l, output row
+     * q / f_wp and column q % f_wp of the item, an output when that column is < f_ow and
+     * q < f_len. (f_r0, f_j0) is the row and column of f_q0. */
+    int64_t f_wp, f_ow, f_len, f_q0, f_r0, f_j0;
+};
+
+/* R output rows x NJ vectors of one output channel; stride and dilation 1 along rows, so source
+ * row ir feeds output row r through kernel row a = ir - r. */
+ALWAYS_INLINE void mk_rows(const int R, const int NJ, const struct mk_args *m) {
+    vf acc[ROWS_R][ROWS_NJ]; /* fixed sizes (not VLAs), so that they can live in registers */
+    const float *const src = m->src, *const w = m->w;
+    const int64_t rs = m->rs, cs = m->cs, nc = m->nc, kh = m->kh, kw = m->kw, dw = m->dw;
+    const int64_t w_cs = m->w_cs, w_as = m->w_as, w_bs = m->w_bs;
+    const float b0 = m->bias != NULL ? m->bias[0] : 0.0f;
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+#pragma GCC unroll 8
+        for (int jj = 0; jj < NJ; jj++) {
+            float *d = m->dst + r * m->d_rs + jj * VL;
+            if (m->accumulate)
+                acc[r][jj] = jj == NJ - 1 ? v_load_tail(d, m->tail) : v_load(d);
+            else
+                acc[r][jj] = v_set1(b0);
+        }
+    }
+    const int64_t nsr = R + kh - 1;
+    for (int64_t c = 0; c < nc; c++) {
+        const float *sc = src + c * cs;
+        const float *wc = w + c * w_cs;
+        for (int64_t ir = 0; ir < nsr; ir++) {
+            const float *row = sc + ir * rs;
+            for (int64_t b = 0; b < kw; b++) {
+                vf xv[ROWS_NJ];
+#pragma GCC unroll 8
+                for (int jj = 0; jj < NJ; jj++)
+                    xv[jj] = v_load(row + b * dw + jj * VL);
+#pragma GCC unroll 8
+                for (int r = 0; r < R; r++) {
+                    const int64_t a = ir - r;
+                    if (a < 0 || a >= kh)
+                        continue;
+                    const vf kv = v_set1(wc[a * w_as + b * w_bs]);
+#pragma GCC unroll 8
+                    for (int jj = 0; jj < NJ; jj++)
+                        acc[r][jj] = v_fma(kv, xv[jj], acc[r][jj]);
+                }
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+#pragma GCC unroll 8
+        for (int jj = 0; jj < NJ; jj++) {
+            float *d = m->dst + r * m->d_rs + jj * VL;
+            if (jj == NJ - 1)
+                v_store_tail(d, acc[r][jj], m->tail);
+            else
+                v_store(d, acc[r][jj]);
+        }
+    }
+}
+
+/* FLAT: flattened index q of vector jj's lane 0, and its output row and column. */
+ALWAYS_INLINE void flat_pos(const struct mk_args *m, int jj, int64_t *q, int64_t *r, int64_t *j) {
+    *q = m->f_q0 + jj * VL;
+    *r = m->f_r0;
+    *j = m->f_j0 + jj * VL;
+    while (*j >= m->f_wp)
+        *j -= m->f_wp, ++*r;
+}
+
+/* FLAT: the outputs of vector jj; d is the item's first output row. A vector inside one row's
+ * outputs is one (masked) access; one that crosses a row end is split, skipping the gap columns. */
+ALWAYS_INLINE vf flat_load(const float *d, const struct mk_args *m, int jj) {
+    int64_t q, r, j;
+    flat_pos(m, jj, &q, &r, &j);
+    const int n = (int)min64(VL, m->f_len - q);
+    if (j + n <= m->f_ow)
+        return n == VL ? v_load(d + r * m->d_rs + j) : v_load_n(d + r * m->d_rs + j, n);
+    vf v = v_zero();
+    for (int l = 0; l < n;) {
+        if (j >= m->f_ow) { /* the gap after a row's outputs */
+            l += (int)(m->f_wp - j);
+            r++, j = 0;
+            continue;
+        }
+        const int seg = (int)min64(n - l, m->f_ow - j);
+        v += v_load_lanes(d + r * m->d_rs + j, l, seg);
+        l += seg, j += seg;
+    }
+    return v;
+}
+
+ALWAYS_INLINE void flat_store(float *d, const struct mk_args *m, int jj, vf v) {
+    int64_t q, r, j;
+    flat_pos(m, jj, &q, &r, &j);
+    const int n = (int)min64(VL, m->f_len - q);
+    if (j + n <= m->f_ow) {
+        if (n == VL)
+            v_store(d + r * m->d_rs + j, v);
+        else
+            v_store_n(d + r * m->d_rs + j, v, n);
+        return;
+    }
+    for (int l = 0; l < n;) {
+        if (j >= m->f_ow) {
+            l += (int)(m->f_wp - j);
+            r++, j = 0;
+            continue;
+        }
+        const int seg = (int)min64(n - l, m->f_ow - j);
+        v_store_lanes(d + r * m->d_rs + j, v, l, seg);
+        l += seg, j += seg;
+    }
+}
+
+/* NO output channels x NJ vectors; rs steps from kernel row a to a + 1. Without FLAT the
+ * vectors are columns of one output row (the last one `tail` lanes wide); with FLAT they are
+ * flattened indices of several rows (see mk_args). */
+ALWAYS_INLINE void mk_chans(const int NO, const int NJ, const bool FLAT, const struct mk_args *m) {
+    vf acc[CHANS_NO][CHANS_NJ];
+    const float *const src = m->src, *const w = m->w;
+    const int64_t rs = m->rs, cs = m->cs, nc = m->nc, kh = m->kh, kw = m->kw, dw = m->dw;
+    const int64_t w_os = m->w_os, w_cs = m->w_cs, w_as = m->w_as, w_bs = m->w_bs;
+#pragma GCC unroll 8
+    for (int o = 0; o < NO; o++) {
+        const float b0 = m->bias != NULL ? m->bias[o] : 0.0f;
+#pragma GCC unroll 8
+        for (int jj = 0; jj < NJ; jj++) {
+            float *d = m->dst + o * m->d_os + jj * VL;
+            if (!m->accumulate)
+                acc[o][jj] = v_set1(b0);
+            else if (FLAT)
+                acc[o][jj] = flat_load(m->dst + o * m->d_os, m, jj);
+            else
+                acc[o][jj] = jj == NJ - 1 ? v_load_tail(d, m->tail) : v_load(d);
+        }
+    }
+    for (int64_t c = 0; c < nc; c++) {
+        for (int64_t a = 0; a < kh; a++) {
+            const float *row = src + c * cs + a * rs;
+            const float *wa = w + c * w_cs + a * w_as;
+            for (int64_t b = 0; b < kw; b++) {
+                vf xv[CHANS_NJ];
+#pragma GCC unroll 8
+                for (int jj = 0; jj < NJ; jj++)
+                    xv[jj] = v_load(row + b * dw + jj * VL);
+                const float *wb = wa + b * w_bs;
+#pragma GCC unroll 8
+                for (int o = 0; o < NO; o++) {
+                    const vf kv = v_set1(wb[o * w_os]);
+#pragma GCC unroll 8
+                    for (int jj = 0; jj < NJ; jj++)
+                        acc[o][jj] = v_fma(kv, xv[jj], acc[o][jj]);
+                }
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int o = 0; o < NO; o++) {
+#pragma GCC unroll 8
+        for (int jj = 0; jj < NJ; jj++) {
+            float *d = m->dst + o * m->d_os + jj * VL;
+            if (FLAT)
+                flat_store(m->dst + o * m->d_os, m, jj, acc[o][jj]);
+            else if (jj == NJ - 1)
+                v_store_tail(d, acc[o][jj], m->tail);
+            else
+                v_store(d, acc[o][jj]);
+        }
+    }
+}
+
+ALWAYS_INLINE void mk_chans_cols(const int NO, const int NJ, const struct mk_args *m) {
+    mk_chans(NO, NJ, false, m);
+}
+
+ALWAYS_INLINE void mk_chans_flat(const int NO, const int NJ, const struct mk_args *m) {
+    mk_chans(NO, NJ, true, m);
+}
+
+/* Instantiates a micro-kernel for block sizes (p, q) in 1..4 x 1..4 and calls the one that
+ * matches; combinations beyond the ISA's limits are never reached and compile to nothing. */
+#define MK_CASE(fn, pmax, qmax, p, q, m)                                                           \
+    case (p)*8 + (q):                                                                              \
+        if ((p) <= (pmax) && (q) <= (qmax))                                                        \
+            fn(p, q, m);                                                                           \
+        break;
+#define MK_CASES_Q(fn, pmax, qmax, p, m)                                                           \
+    MK_CASE(fn, pmax, qmax, p, 1, m)                                                               \
+    MK_CASE(fn, pmax, qmax, p, 2, m)                                                               \
+    MK_CASE(fn, pmax, qmax, p, 3, m) MK_CASE(fn, pmax, qmax, p, 4, m)
+#define MK_SWITCH(fn, pmax, qmax, p, q, m)                                                         \
+    switch ((p)*8 + (q)) {                                                                         \
+        MK_CASES_Q(fn, pmax, qmax, 1, m)                                                           \
+        MK_CASES_Q(fn, pmax, qmax, 2, m)                                                           \
+        MK_CASES_Q(fn, pmax, qmax, 3, m)                                                           \
+        MK_CASES_Q(fn, pmax, qmax, 4, m)                                                           \
+    default:                                                                                       \
+        break;                                                                                     \
+    }
+
+__attribute__((noinline)) static void call_rows(int r, int nj, const struct mk_args *m) {
+    MK_SWITCH(mk_rows, ROWS_R, ROWS_NJ, r, nj, m)
+}
+
+__attribute__((noinline)) static void call_chans(int no, int nj, const struct mk_args *m) {
+    MK_SWITCH(mk_chans_cols, CHANS_NO, CHANS_NJ, no, nj, m)
+}
+
+__attribute__((noinline)) static void call_chans_flat(int no, int nj, const struct mk_args *m) {
+    MK_SWITCH(mk_chans_flat, CHANS_NO, CHANS_NJ, no, nj, m)
+}
+
+/* ---- corr: source windows ----------------------------------------------------------------- */
+
+/* A window: nr source rows r0, r0 + rstep, ... and columns [c0, c0 + read_w) of every channel
+ * of image n, of which columns [c0, c0 + valid_w) feed valid outputs. */
+struct window {
+    int64_t n, r0, rstep, nr, c0, valid_w, read_w;
+};
+
+/* True when the window can be read in place: its valid part lies inside the source and the
+ * over-read of the last vector (lanes past the valid outputs) stays inside the buffer. */
+static bool window_direct(const struct cv__corr_op *op, const struct window *win) {
+    const int64_t r_last = win->r0 + (win->nr - 1) * win->rstep;
+    if (win->r0 < 0 || r_last >= op->src_h || win->c0 < 0 || win->c0 + win->valid_w > op->src_w)
+        return false;
+    const int64_t end =
+        ((win->n * op->sc + op->sc - 1) * op->src_h + r_last) * op->src_w + win->c0 + win->read_w;
+    return end <= op->n * op->sc * op->src_h * op->src_w;
+}
+
+/* Writes d[0..width): zeros, except d[lo..hi) = src[0..hi-lo). */
+static void pad_row(float *d, const float *src, int64_t lo, int64_t hi, int64_t width) {
+    memset(d, 0, (size_t)lo * sizeof(float));
+    if (hi > lo)
+        memcpy(d + lo, src, (size_t)(hi - lo) * sizeof(float));
+    memset(d + hi, 0, (size_t)(width - hi) * sizeof(float));
+}
+
+/* Copies channels [cc0, cc0 + ncc) of the window into slab: row q of channel cc at
+ * slab + cc * slab_cs + q * slab_w, zero where the window leaves the source, and zeros from the
+ * end of the last row to slab_cs. */
+static void window_fill(const struct cv__corr_op *op, const struct window *win, int64_t cc0,
+                        int64_t ncc, float *slab, int64_t slab_w, int64_t slab_cs) {
+    const int64_t lo = min64(max64(0, -win->c0), win->read_w);
+    const int64_t hi = max64(lo, min64(win->read_w, op->src_w - win->c0));
+    for (int64_t cc = 0; cc < ncc; cc++) {
+        const float *plane = op->src + (win->n * op->sc + cc0 + cc) * op->src_h * op->src_w;
+        float *sc = slab + cc * slab_cs;
+        for (int64_t q = 0; q < win->nr; q++) {
+            float *d = sc + q * slab_w;
+            const int64_t r = win->r0 + q * win->rstep;
+            if (r < 0 || r >= op->src_h || hi == lo) {
+                memset(d, 0, (size_t)win->read_w * sizeof(float));
+                continue;
+            }
+            pad_row(d, plane + r * op->src_w + win->c0 + lo, lo, hi, win->read_w);
+        }
+        const int64_t used = (win->nr - 1) * slab_w + win->read_w;
+        memset(sc + used, 0, (size_t)(slab_cs - used) * sizeof(float));
+    }
+}
+
+/* ---- corr: plans and drivers -------------------------------------------------------------- */
+
+/* Floats of slab one channel of a FLAT window of rb output rows takes (the last vector of the
+ * window reads up to VL - 1 floats past its last row). */
+static int64_t flat_channel_floats(const struct cv__corr_op *op, int64_t rb) {
+    const int64_t wp = op->dst_w + (op->kw - 1) * op->dil_w;
+    return round_up((rb + (op->kh - 1) * op->dil_h) * wp + VL, VL);
+}
+
+/* FLAT: output rows per item (>= 2), or 1 when FLAT does not apply or does not pay. Items aim
+ * at about 512 flattened outputs, but shrink (to no fewer than 2 rows) until the window of every
+ * input channel fits the slab at once: accumulating channel chunks costs more than the lanes it
+ * saves. */
+static int64_t flat_rows(const struct cv__corr_op *op) {
+    const int64_t wp = op->dst_w + (op->kw - 1) * op->dil_w;
+    if (op->stride_h != 1 || wp > 256)
+        return 1;
+    int64_t rb = min64(op->dst_h, max64(1, 512 / wp));
+    while (rb > 1 && flat_channel_floats(op, rb) > CV__SLAB_FLOATS)
+        rb--;
+    if (rb > 2 && op->sc * flat_channel_floats(op, 2) <= CV__SLAB_FLOATS)
+        while (op->sc * flat_channel_floats(op, rb) > CV__SLAB_FLOATS)
+            rb--;
+    /* Worth it only if it saves a tenth of the vectors of CHANS mode (dst_w in whole vectors
+     * per row); at equal counts the split stores make it a little slower. */
+    const int64_t flat_vecs = ((rb - 1) * wp + op->dst_w + VL - 1) / VL;
+    const int64_t chans_vecs = rb * ((op->dst_w + VL - 1) / VL);
+    return 10 * flat_vecs <= 9 * chans_vecs ? rb : 1;
+}
+
+static bool corr_plan(struct cv__corr_op *op) {
+    if (op->dc < CHANS_NO && op->stride_h == 1 && op->dil_h == 1) {
+        op->mode = CV__CORR_MODE_ROWS;
+        op->rb = ROWS_R;
+        const int64_t read_w = round_up(ROWS_NJ * VL + (op->kw - 1) * op->dil_w, VL);
+        return (ROWS_R + op->kh - 1) * read_w <= CV__SLAB_FLOATS;
+    }
+    op->rb = flat_rows(op);
+    if (op->rb >= 2) {
+        op->mode = CV__CORR_MODE_FLAT;
+        return true;
+    }
+    op->mode = CV__CORR_MODE_CHANS;
+    const int64_t read_w = round_up(CHANS_NJ * VL + (op->kw - 1) * op->dil_w, VL);
+    return op->kh * read_w <= CV__SLAB_FLOATS;
+}
+
+static int64_t corr_items(const struct cv__corr_op *op) {
+    return op->n * ((op->dst_h + op->rb - 1) / op->rb);
+}
+
+static void mk_args_init(const struct cv__corr_op *op, struct mk_args *m) {
+    memset(m, 0, sizeof *m);
+    m->kh = op->kh;
+    m->kw = op->kw;
+    m->dw = op->dil_w;
+    m->w_os = op->w_os;
+    m->w_cs = op->w_cs;
+    m->w_as = op->w_as;
+    m->w_bs = op->w_bs;
+    m->d_rs = op->dst_w;
+    m->d_os = op->dst_h * op->dst_w;
+}
+
+/* Asks for the cache lines of the part of window win that lies inside the source, for every
+ * channel. Called one block ahead: a window spans a row stream per channel and row, too many
+ * for the hardware prefetcher, so without it each of them starts with a miss. */
+static void window_prefetch(const struct cv__corr_op *op, const struct window *win) {
+    const int64_t c_lo = max64(0, win->c0), c_hi = min64(op->src_w, win->c0 + win->read_w);
+    if (c_lo >= c_hi)
+        return;
+    for (int64_t c = 0; c < op->sc; c++) {
+        const float *plane = op->src + (win->n * op->sc + c) * op->src_h * op->src_w;
+        for (int64_t q = 0; q < win->nr; q++) {
+            const int64_t r = win->r0 + q * win->rstep;
+            if (r < 0 || r >= op->src_h)
+                continue;
+            const float *row = plane + r * op->src_w;
+            for (int64_t col = c_lo; col < c_hi; col += 16)
+                __builtin_prefetch(row + col);
+            __builtin_prefetch(row + c_hi - 1);
+        }
+    }
+}
+
+/* Item (n, row block) of ROWS mode: every output channel of rows [i0, i0 + rb), in column
+ * blocks. Each block's window is read in place when possible (the next one prefetched), else
+ * through the slab in channel chunks (the first chunk starts from the bias, later ones add);
+ * either way it serves every output channel while it is in cache. */
+static void corr_rows_item(const struct cv__corr_op *op, int64_t item, float *slab) {
+    const int64_t nrb = (op->dst_h + ROWS_R - 1) / ROWS_R;
+    const int64_t rb = item % nrb, n = item / nrb;
+    const int64_t i0 = rb * ROWS_R;
+    const int nr = (int)min64(ROWS_R, op->dst_h - i0);
+    struct mk_args m;
+    mk_args_init(op, &m);
+    const int64_t bw = ROWS_NJ * VL;
+    for (int64_t j0 = 0; j0 < op->dst_w; j0 += bw) {
+        const int64_t nw = min64(bw, op->dst_w - j0);
+        const int nj = (int)((nw + VL - 1) / VL);
+        const struct window win = {.n = n,
+                                   .r0 = i0 + op->off_h,
+                                   .rstep = 1,
+                                   .nr = nr + op->kh - 1,
+                                   .c0 = j0 + op->off_w,
+                                   .valid_w = nw + (op->kw - 1) * op->dil_w,
+                                   .read_w = nj * VL + (op->kw - 1) * op->dil_w};
+        m.tail = (int)(nw - (nj - 1) * VL);
+        if (op->sc > 1 && j0 + bw < op->dst_w) {
+            struct window next = win;
+            next.c0 += bw;
+            window_prefetch(op, &next);
+        }
+        const bool direct = window_direct(op, &win);
+        const int64_t slab_w = round_up(win.read_w, VL), slab_cs = win.nr * slab_w;
+        const int64_t chunk = direct ? op->sc : CV__SLAB_FLOATS / slab_cs; /* >= 1: corr_plan */
+        for (int64_t cc0 = 0; cc0 < op->sc; cc0 += chunk) {
+            const int64_t ncc = min64(chunk, op->sc - cc0);
+            if (direct) {
+                m.src = op->src + ((n * op->sc) * op->src_h + win.r0) * op->src_w + win.c0;
+                m.rs = op->src_w;
+                m.cs = op->src_h * op->src_w;
+            } else {
+                window_fill(op, &win, cc0, ncc, slab, slab_w, slab_cs);
+                m.src = slab;
+                m.rs = slab_w;
+                m.cs = slab_cs;
+            }
+            m.nc = ncc;
+            m.accumulate = cc0 > 0;
+            for (int64_t o = 0; o < op->dc; o++) {
+                m.w = op->w + o * op->w_os + cc0 * op->w_cs;
+                m.bias = op->bias != NULL ? op->bias + o : NULL;
+                m.dst = op->dst + ((n * op->dc + o) * op->dst_h + i0) * op->dst_w + j0;
+                call_rows(nr, nj, &m);
+            }
+        }
+    }
+}
+
+/* Item (n, output row) of CHANS mode: every output channel of that row, in column blocks. A
+ * padded window is filled once per channel chunk and serves every output channel. */
+static void corr_chans_item(const struct cv__corr_op *op, int64_t item, float *slab) {
+    const int64_t i = item % op->dst_h, n = item / op->dst_h;
+    struct mk_args m;
+    mk_args_init(op, &m);
+    const int64_t bw = CHANS_NJ * VL;
+    for (int64_t j0 = 0; j0 < op->dst_w; j0 += bw) {
+        const int64_t nw = min64(bw, op->dst_w - j0);
+        const int nj = (int)((nw + VL - 1) / VL);
+        const struct window win = {.n = n,
+                                   .r0 = i * op->stride_h + op->off_h,
+                                   .rstep = op->dil_h,
+                                   .nr = op->kh,
+                                   .c0 = j0 + op->off_w,
+                                   .valid_w = nw + (op->kw - 1) * op->dil_w,
+                                   .read_w = nj * VL + (op->kw - 1) * op->dil_w};
+        m.tail = (int)(nw - (nj - 1) * VL);
+        if (j0 + bw < op->dst_w) {
+            struct window next = win;
+            next.c0 += bw;
+            window_prefetch(op, &next);
+        }
+        const bool direct = window_direct(op, &win);
+        const int64_t slab_w = round_up(win.read_w, VL), slab_cs = win.nr * slab_w;
+        const int64_t chunk = direct ? op->sc : CV__SLAB_FLOATS / slab_cs;
+        for (int64_t cc0 = 0; cc0 < op->sc; cc0 += chunk) {
+            const int64_t ncc = min64(chunk, op->sc - cc0);
+            if (direct) {
+                m.src = op->src + ((n * op->sc) * op->src_h + win.r0) * op->src_w + win.c0;
+                m.rs = win.rstep * op->src_w;
+                m.cs = op->src_h * op->src_w;
+            } else {
+                window_fill(op, &win, cc0, ncc, slab, slab_w, slab_cs);
+                m.src = slab;
+                m.rs = slab_w;
+                m.cs = slab_cs;
+            }
+            m.nc = ncc;
+            m.accumulate = cc0 > 0;
+            for (int64_t o0 = 0; o0 < op->dc; o0 += CHANS_NO) {
+                const int no = (int)min64(CHANS_NO, op->dc - o0);
+                m.w = op->w + o0 * op->w_os + cc0 * op->w_cs;
+                m.bias = op->bias != NULL ? op->bias + o0 : NULL;
+                m.dst = op->dst + ((n * op->dc + o0) * op->dst_h + i) * op->dst_w + j0;
+                call_chans(no, nj, &m);
+            }
+        }
+    }
+}
+
+/* Item (n, block of rb output rows) of FLAT mode. The window is every source row the block
+ * reads, wp = dst_w + (kw-1)*dil_w columns each, stored back to back (in place when the source
+ * rows are exactly wp wide, i.e. there is no column padding): output (r, j) and tap (a, b) then
+ * read flattened index r*wp + j + a*dil_h*wp + b*dil_w, so one vector serves several rows. */
+static void corr_flat_item(const struct cv__corr_op *op, int64_t item, float *slab) {
+    const int64_t nblk = (op->dst_h + op->rb - 1) / op->rb;
+    const int64_t blk = item % nblk, n = item / nblk;
+    const int64_t i0 = blk * op->rb, nr = min64(op->rb, op->dst_h - i0);
+    const int64_t wp = op->dst_w + (op->kw - 1) * op->dil_w;
+    const int64_t len = (nr - 1) * wp + op->dst_w;
+    const int64_t nsr = nr + (op->kh - 1) * op->dil_h;
+    const int64_t read =
+        round_up(len, VL) + (op->kh - 1) * op->dil_h * wp + (op->kw - 1) * op->dil_w;
+    const struct window win = {.n = n,
+                               .r0 = i0 + op->off_h,
+                               .rstep = 1,
+                               .nr = nsr,
+                               .c0 = op->off_w,
+                               .valid_w = wp,
+                               .read_w = wp};
+    bool direct = wp == op->src_w && window_direct(op, &win);
+    if (direct) { /* the over-read of the last vectors, from the last channel's window */
+        const int64_t base = ((n * op->sc + op->sc - 1) * op->src_h + win.r0) * op->src_w;
+        direct = base + read <= op->n * op->sc * op->src_h * op->src_w;
+    }
+    const int64_t slab_cs = flat_channel_floats(op, nr);               /* >= read */
+    const int64_t chunk = direct ? op->sc : CV__SLAB_FLOATS / slab_cs; /* >= 1: flat_rows */
+    if (i0 + nr < op->dst_h) { /* the rows the next block adds */
+        const struct window next = {.n = n,
+                                    .r0 = win.r0 + nsr,
+                                    .rstep = 1,
+                                    .nr = min64(op->rb, op->dst_h - i0 - nr),
+                                    .c0 = win.c0,
+                                    .valid_w = wp,
+                                    .read_w = wp};
+        window_prefetch(op, &next);
+    }
+    struct mk_args m;
+    mk_args_init(op, &m);
+    m.f_wp = wp;
+    m.f_ow = op->dst_w;
+    m.f_len = len;
+    const int64_t bw = CHANS_NJ * VL;
+    for (int64_t cc0 = 0; cc0 < op->sc; cc0 += chunk) {
+        const int64_t ncc = min64(chunk, op->sc - cc0);
+        const float *base;
+        if (direct) {
+            base = op->src + ((n * op->sc) * op->src_h + win.r0) * op->src_w;
+            m.cs = op->src_h * op->src_w;
+        } else {
+            window_fill(op, &win, cc0, ncc, slab, wp, slab_cs);
+            base = slab;
+            m.cs = slab_cs;
+        }
+        m.rs = op->dil_h * wp;
+        m.nc = ncc;
+        m.accumulate = cc0 > 0;
+        for (int64_t o0 = 0; o0 < op->dc; o0 += CHANS_NO) {
+            const int no = (int)min64(CHANS_NO, op->dc - o0);
+            m.w = op->w + o0 * op->w_os + cc0 * op->w_cs;
+            m.bias = op->bias != NULL ? op->bias + o0 : NULL;
+            m.dst = op->dst + ((n * op->dc + o0) * op->dst_h + i0) * op->dst_w;
+            for (int64_t q0 = 0; q0 < len; q0 += bw) {
+                const int nj = (int)((min64(bw, len - q0) + VL - 1) / VL);
+                m.src = base + q0;
+                m.f_q0 = q0;
+                m.f_r0 = q0 / wp;
+                m.f_j0 = q0 - m.f_r0 * wp;
+                call_chans_flat(no, nj, &m);
+            }
+        }
+    }
+}
+
+static void corr_run(const struct cv__corr_op *op, int64_t lo, int64_t hi) {
+    float slab[CV__SLAB_FLOATS] __attribute__((aligned(64)));
+    for (int64_t item = lo; item < hi; item++) {
+        if (op->mode == CV__CORR_MODE_ROWS)
+            corr_rows_item(op, item, slab);
+        else if (op->mode == CV__CORR_MODE_FLAT)
+            corr_flat_item(op, item, slab);
+        else
+            corr_chans_item(op, item, slab);
+    }
+}
+
+/* ---- bk: micro-kernel --------------------------------------------------------------------- */
+
+/* Sums, over np rows p of a piece and tw columns j, dy[o][p][j] * xrow(p, g)[j] for NO output
+ * channels and G taps, and adds them to acc[o * t_stride + g]. Row p of tap g is
+ * rowp[p * sh + tq[g]] + tb[g]. */
+struct mk_bk_args {
+    int64_t np, tw;
+    const float *dy; /* output channel o0, first row and column of the piece */
+    int64_t dy_rs, dy_os;
+    const float *const *rowp;
+    int64_t sh;
+    const int64_t *tq, *tb;
+    double *acc;
+    int64_t t_stride;
+    double *bacc; /* with SB: sums of dy per output channel, added to bacc[o] */
+};
+
+/* SB (sum bias): also sum dy itself, which the pass loads anyway, for the bias gradient. */
+ALWAYS_INLINE void mk_bk(const int NO, const int G, const bool SB, const struct mk_bk_args *m) {
+    vf s[BK_NO][BK_G_MAX], sb[BK_NO];
+#pragma GCC unroll 16
+    for (int o = 0; o < NO; o++) {
+        sb[o] = v_zero();
+#pragma GCC unroll 16
+        for (int g = 0; g < G; g++)
+            s[o][g] = v_zero();
+    }
+    const int64_t full = m->tw / VL * VL;
+    const int tail = (int)(m->tw - full);
+    for (int64_t p = 0; p < m->np; p++) {
+        const float *d = m->dy + p * m->dy_rs;
+        const float *xp[BK_G_MAX];
+#pragma GCC unroll 16
+        for (int g = 0; g < G; g++)
+            xp[g] = m->rowp[p * m->sh + m->tq[g]] + m->tb[g];
+        for (int64_t j = 0; j < full; j += VL) {
+            vf dv[BK_NO];
+#pragma GCC unroll 16
+            for (int o = 0; o < NO; o++) {
+                dv[o] = v_load(d + o * m->dy_os + j);
+                if (SB)
+                    sb[o] += dv[o];
+            }
+#pragma GCC unroll 16
+            for (int g = 0; g < G; g++) {
+                const vf xv = v_load(xp[g] + j);
+#pragma GCC unroll 16
+                for (int o = 0; o < NO; o++)
+                    s[o][g] = v_fma(dv[o], xv, s[o][g]);
+            }
+        }
+        if (tail > 0) {
+            vf dv[BK_NO];
+#pragma GCC unroll 16
+            for (int o = 0; o < NO; o++) {
+                dv[o] = v_load_n(d + o * m->dy_os + full, tail);
+                if (SB)
+                    sb[o] += dv[o];
+            }
+#pragma GCC unroll 16
+            for (int g = 0; g < G; g++) {
+                const vf xv = v_load_n(xp[g] + full, tail);
+#pragma GCC unroll 16
+                for (int o = 0; o < NO; o++)
+                    s[o][g] = v_fma(dv[o], xv, s[o][g]);
+            }
+        }
+    }
+#pragma GCC unroll 16
+    for (int o = 0; o < NO; o++) {
+#pragma GCC unroll 16
+        for (int g = 0; g < G; g++)
+            m->acc[o * m->t_stride + g] += (double)v_hsum(s[o][g]);
+        if (SB)
+            m->bacc[o] += (double)v_hsum(sb[o]);
+    }
+}
+
+/* Taps per group for a block of no output channels: as many as fit the accumulators. */
+static int64_t bk_group_max(int no) {
+    const int64_t g = BK_ACC / no;
+    return g < BK_G_MAX ? g : BK_G_MAX;
+}
+
+#define BK_CASE(no, g, m)                                                                          \
+    case (no)*32 + (g):                                                                            \
+        if ((no) <= BK_NO && (no) * (g) <= BK_ACC && (g) <= BK_G_MAX)                              \
+            mk_bk(no, g, SB, m);                                                                   \
+        break;
+#define BK_CASES_G(no, m)                                                                          \
+    BK_CASE(no, 1, m)                                                                              \
+    BK_CASE(no, 2, m)                                                                              \
+    BK_CASE(no, 3, m)                                                                              \
+    BK_CASE(no, 4, m)                                                                              \
+    BK_CASE(no, 5, m)                                                                              \
+    BK_CASE(no, 6, m)                                                                              \
+    BK_CASE(no, 7, m)                                                                              \
+    BK_CASE(no, 8, m)                                                                              \
+    BK_CASE(no, 9, m)                                                                              \
+    BK_CASE(no, 10, m)                                                                             \
+    BK_CASE(no, 11, m)                                                                             \
+    BK_CASE(no, 12, m)                                                                             \
+    BK_CASE(no, 13, m) BK_CASE(no, 14, m) BK_CASE(no, 15, m) BK_CASE(no, 16, m)
+
+#define BK_SWITCH(no, g, m)                                                                        \
+    switch ((no)*32 + (g)) {                                                                       \
+        BK_CASES_G(1, m)                                                                           \
+        BK_CASES_G(2, m)                                                                           \
+        BK_CASES_G(3, m)                                                                           \
+        BK_CASES_G(4, m)                                                                           \
+    default:                                                                                       \
+        break;                                                                                     \
+    }
+
+__attribute__((noinline)) static void call_bk(int no, int g, const struct mk_bk_args *m) {
+    const bool SB = false;
+    BK_SWITCH(no, g, m)
+}
+
+__attribute__((noinline)) static void call_bk_sb(int no, int g, const struct mk_bk_args *m) {
+    const bool SB = true;
+    BK_SWITCH(no, g, m)
+}
+
+/* ---- bk: driver --------------------------------------------------------------------------- */
+
+/* How a bk op is cut: column tiles of tw, row pieces of at most pr rows (short enough that each
+ * float lane sums a few hundred products), and slab rows of slab_w floats. */
+struct bk_plan {
+    int64_t tw, pr, slab_w, max_rows;
+};
+
+static int64_t bk_rows_needed(const struct cv__bk_op *op, int64_t pr) {
+    return (pr - 1) * op->stride_h + (op->kh - 1) * op->dil_h + 1;
+}
+
+static bool bk_plan_make(const struct cv__bk_op *op, struct bk_plan *pl) {
+    if (op->kh * op->kw > CV__BK_TAPS_MAX)
+        return false;
+    int64_t tw = min64(op->ow, 512);
+    for (;;) {
+        const int64_t slab_w = round_up(tw + (op->kw - 1) * op->dil_w, VL);
+        int64_t pr = min64(64, max64(1, 4096 / tw));
+        /* + 1 row: the zero row that stands for rows outside the input */
+        while (pr > 1 && ((bk_rows_needed(op, pr) + 1) * slab_w > CV__SLAB_FLOATS ||
+                          bk_rows_needed(op, pr) > CV__BK_ROWS_MAX))
+            pr /= 2;
+        if ((bk_rows_needed(op, pr) + 1) * slab_w <= CV__SLAB_FLOATS &&
+            bk_rows_needed(op, pr) <= CV__BK_ROWS_MAX) {
+            *pl = (struct bk_plan){tw, pr, slab_w, bk_rows_needed(op, pr)};
+            return true;
+        }
+        if (tw <= VL)
+            return false;
+        tw = max64(VL, round_up(tw / 2, VL));
+    }
+}
+
+static bool bk_fits(const struct cv__bk_op *op) {
+    struct bk_plan pl;
+    return bk_plan_make(op, &pl);
+}
+
+/* Output channels per bk unit: whole blocks of BK_NO, up to 16, while their double sums stay
+ * within CV__BK_UNIT_DOUBLES. A unit's padded input rows are prepared once for all of them. */
+static int64_t bk_unit_channels(const struct cv__bk_op *op) {
+    const int64_t blocks = CV__BK_UNIT_DOUBLES / (op->kh * op->kw) / BK_NO;
+    return BK_NO * max64(1, min64(blocks, 16 / BK_NO));
+}
+
+static int64_t bk_units(const struct cv__bk_op *op) {
+    const int64_t uc = bk_unit_channels(op);
+    return (op->co + uc - 1) / uc * op->c;
+}
+
+/* Item (chunk, unit): the chunk's rows of dK[o_lo .. o_hi, c] for the unit's input channel c
+ * and output channels [o_lo, o_hi), in blocks of BK_NO. */
+static void bk_item(const struct cv__bk_op *op, const struct bk_plan *pl, int64_t item, float *slab,
+                    const float **rowp) {
+    const int64_t T = op->kh * op->kw, uc = bk_unit_channels(op);
+    const int64_t chunk = item % op->chunks, unit = item / op->chunks;
+    const int64_t cc = unit % op->c, o_lo = unit / op->c * uc, o_hi = min64(op->co, o_lo + uc);
+    double acc[CV__BK_UNIT_DOUBLES], bacc[16] = {0.0};
+    for (int64_t q = 0; q < (o_hi - o_lo) * T; q++)
+        acc[q] = 0.0;
+    /* The bias gradient rides along with the first tap group of input channel 0. */
+    const bool want_bias = op->dbias != NULL && cc == 0;
+    int64_t tq[CV__BK_TAPS_MAX], tb[CV__BK_TAPS_MAX];
+    for (int64_t t = 0; t < T; t++) {
+        tq[t] = t / op->kw * op->dil_h;
+        tb[t] = t % op->kw * op->dil_w;
+    }
+    const int64_t rows = op->n * op->oh;
+    const int64_t rlo = rows * chunk / op->chunks, rhi = rows * (chunk + 1) / op->chunks;
+    float *zero = slab;
+    bool zero_ready = false;
+    for (int64_t j0 = 0; j0 < op->ow; j0 += pl->tw) {
+        const int64_t tw = min64(pl->tw, op->ow - j0);
+        const int64_t xc0 = j0 - op->pad_left, width = tw + (op->kw - 1) * op->dil_w;
+        const bool cols_direct = xc0 >= 0 && xc0 + width <= op->w;
+        const int64_t lo = min64(max64(0, -xc0), width);
+        const int64_t hi = max64(lo, min64(width, op->w - xc0));
+        for (int64_t r = rlo; r < rhi;) {
+            const int64_t n = r / op->oh, i = r % op->oh;
+            const int64_t np = min64(pl->pr, min64(op->oh - i, rhi - r));
+            const int64_t nq = bk_rows_needed(op, np);
+            const float *plane = op->x + (n * op->c + cc) * op->h * op->w;
+            for (int64_t q = 0; q < nq; q++) {
+                const int64_t xr = i * op->stride_h - op->pad_top + q;
+                if (xr < 0 || xr >= op->h) {
+                    if (!zero_ready) {
+                        memset(zero, 0, (size_t)pl->slab_w * sizeof(float));
+                        zero_ready = true;
+                    }
+                    rowp[q] = zero;
+                } else if (cols_direct) {
+                    rowp[q] = plane + xr * op->w + xc0;
+                } else {
+                    float *d = slab + (q + 1) * pl->slab_w;
+                    pad_row(d, plane + xr * op->w + xc0 + lo, lo, hi, width);
+                    rowp[q] = d;
+                }
+            }
+            for (int64_t o0 = o_lo; o0 < o_hi; o0 += BK_NO) {
+                const int no = (int)min64(BK_NO, o_hi - o0);
+                /* Taps in groups of nearly equal size, as large as the accumulators allow. */
+                const int64_t gmax = bk_group_max(no), ngroups = (T + gmax - 1) / gmax;
+                struct mk_bk_args m = {.np = np,
+                                       .tw = tw,
+                                       .dy =
+                                           op->dy + ((n * op->co + o0) * op->oh + i) * op->ow + j0,
+                                       .dy_rs = op->ow,
+                                       .dy_os = op->oh * op->ow,
+                                       .rowp = rowp,
+                                       .sh = op->stride_h,
+                                       .t_stride = T,
+                                       .bacc = bacc + (o0 - o_lo)};
+                for (int64_t gq = 0; gq < ngroups; gq++) {
+                    const int64_t t0 = T * gq / ngroups, t1 = T * (gq + 1) / ngroups;
+                    m.tq = tq + t0;
+                    m.tb = tb + t0;
+                    m.acc = acc + (o0 - o_lo) * T + t0;
+                    if (want_bias && gq == 0)
+                        call_bk_sb(no, (int)(t1 - t0), &m);
+                    else
+                        call_bk(no, (int)(t1 - t0), &m);
+                }
+            }
+            r += np;
+        }
+    }
+    /* One chunk: the sums are the result. Several: this chunk's slots of the partial sums. */
+    const int64_t per_chunk = op->co * op->c * T + (op->dbias != NULL ? op->co : 0);
+    double *part = op->chunks > 1 ? op->part + chunk * per_chunk : NULL;
+    for (int64_t o = o_lo; o < o_hi; o++) {
+        const int64_t e0 = (o * op->c + cc) * T;
+        for (int64_t t = 0; t < T; t++) {
+            if (part == NULL)
+                op->dk[e0 + t] = (float)acc[(o - o_lo) * T + t];
+            else
+                part[e0 + t] = acc[(o - o_lo) * T + t];
+        }
+        if (want_bias && part == NULL)
+            op->dbias[o] = (float)bacc[o - o_lo];
+        else if (want_bias)
+            part[op->co * op->c * T + o] = bacc[o - o_lo];
+    }
+}
+
+static void bk_run(const struct cv__bk_op *op, int64_t lo, int64_t hi) {
+    float slab[CV__SLAB_FLOATS] __attribute__((aligned(64)));
+    const float *rowp[CV__BK_ROWS_MAX];
+    struct bk_plan pl;
+    if (!bk_plan_make(op, &pl))
+        return; /* the caller checked bk_fits */
+    for (int64_t item = lo; item < hi; item++)
+        bk_item(op, &pl, item, slab, rowp);
+}
+
+/* ---- sums --------------------------------------------------------------------------------- */
+
+/* Blocks of 4096 floats are summed in VL float lanes (1024..256 terms each) and added in
+ * double. */
+static double sum(const float *p, int64_t n) {
+    double total = 0.0;
+    for (int64_t b0 = 0; b0 < n; b0 += 4096) {
+        const int64_t bn = min64(4096, n - b0);
+        const float *q = p + b0;
+        vf s0 = v_zero(), s1 = v_zero();
+        int64_t j = 0;
+        for (; j + 2 * VL <= bn; j += 2 * VL) {
+            s0 += v_load(q + j);
+            s1 += v_load(q + j + VL);
+        }
+        for (; j + VL <= bn; j += VL)
+            s0 += v_load(q + j);
+        if (j < bn)
+            s1 += v_load_n(q + j, (int)(bn - j));
+        total += (double)v_hsum(s0 + s1);
+    }
+    return total;
+}
+
+/* Squared errors of [0, n) summed in double, and their gradient into g when g != NULL:
+ * scale * (2 * (yh - y)) when mean, else 2 * (yh - y), in float (what PyTorch computes). The
+ * difference is formed in float and its square is exact in double, so the only rounding is in
+ * the double additions (eight lanes, added in a fixed order). */
+typedef float sq_vf __attribute__((vector_size(32)));
+typedef double sq_vd __attribute__((vector_size(64)));
+
+static double sqerr(const float *yh, const float *y, float *g, float scale, bool mean, int64_t n) {
+    sq_vd acc0 = {0.0}, acc1 = {0.0};
+    int64_t q = 0;
+    for (; q + 16 <= n; q += 16) {
+        sq_vf a0, a1, b0, b1;
+        memcpy(&a0, yh + q, sizeof a0);
+        memcpy(&a1, yh + q + 8, sizeof a1);
+        memcpy(&b0, y + q, sizeof b0);
+        memcpy(&b1, y + q + 8, sizeof b1);
+        const sq_vf d0 = a0 - b0, d1 = a1 - b1;
+        const sq_vd e0 = __builtin_convertvector(d0, sq_vd);
+        const sq_vd e1 = __builtin_convertvector(d1, sq_vd);
+        acc0 += e0 * e0;
+        acc1 += e1 * e1;
+        if (g != NULL) {
+            const sq_vf g0 = mean ? scale * (2.0f * d0) : 2.0f * d0;
+            const sq_vf g1 = mean ? scale * (2.0f * d1) : 2.0f * d1;
+            memcpy(g + q, &g0, sizeof g0);
+            memcpy(g + q + 8, &g1, sizeof g1);
+        }
+    }
+    const sq_vd acc = acc0 + acc1;
+    double total =
+        ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; q < n; q++) {
+        const float d = yh[q] - y[q];
+        total += (double)d * (double)d;
+        if (g != NULL)
+            g[q] = mean ? scale * (2.0f * d) : 2.0f * d;
+    }
+    return total;
+}
+
+/* ---- the table ---------------------------------------------------------------------------- */
+
+#define CV__CAT2(a, b) a##b
+#define CV__CAT(a, b)  CV__CAT2(a, b)
+
+const struct cv__isa CV__CAT(cv__isa_, CV__KERN_NAME) = {
+    .name = CV__KERN_NAME_STR,
+    .vl = VL,
+    .corr_plan = corr_plan,
+    .corr_items = corr_items,
+    .corr_run = corr_run,
+    .bk_fits = bk_fits,
+    .bk_units = bk_units,
+    .bk_run = bk_run,
+    .sum = sum,
+    .sqerr = sqerr,
+};
