@@ -35,6 +35,8 @@ static int queue_reply(struct MHD_Connection *conn, struct cv_req *req, int stat
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     if (req->server_timing[0] != '\0')
         MHD_add_response_header(resp, "Server-Timing", req->server_timing);
+    if (req->location[0] != '\0')
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, req->location);
     int ret = MHD_queue_response(conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
     req->status = status;

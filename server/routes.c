@@ -182,26 +182,15 @@ static char *job_dump(struct cv_job *job, size_t *len) {
     return body;
 }
 
-/* Replies with a rendered job resource (status 200 or 202), taking ownership of body. */
+/* Replies with a rendered job resource (status 200 or 202), taking ownership of body;
+ * location, when not NULL, becomes the Location header. */
 static int reply_job_body(struct MHD_Connection *conn, struct cv_req *req, char *body, size_t len,
                           int status, const char *location) {
     if (body == NULL)
         return cv_http_reply_status(conn, req, CV_ENOMEM);
-    struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
-    if (resp == NULL) {
-        free(body);
-        return MHD_NO;
-    }
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    MHD_add_response_header(resp, "X-Request-Id", req->request_id);
     if (location != NULL)
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, location);
-    int ret = MHD_queue_response(conn, (unsigned)status, resp);
-    MHD_destroy_response(resp);
-    req->status = status;
-    req->bytes_out = len;
-    req->replied = true;
-    return ret;
+        snprintf(req->location, sizeof req->location, "%s", location);
+    return cv_http_reply_take(conn, req, status, "application/json", body, len);
 }
 
 static int reply_job(struct MHD_Connection *conn, struct cv_req *req, struct cv_job *job,

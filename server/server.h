@@ -275,6 +275,7 @@ struct cv_req {
     char job_id[40];
     char path_id[64];        /* the segment a "{id}" of the route matched */
     char server_timing[160]; /* Server-Timing header value, \"\" for none */
+    char location[80];       /* Location header value, \"\" for none */
     const char *query_after; /* borrowed from MHD for the request: ?after= */
 };
 
