@@ -7,7 +7,8 @@
 #
 # For each case the implementations run back to back, ROUNDS times in turn, so a burst of load
 # from elsewhere hits all of them; the report keeps each implementation's best round (its
-# median over the repeats of that round). PyTorch runs twice: as is ("torch": it allocates each
+# median over the repeats of that round), and the raw JSON lines stay in RESULTS.jsonl.
+# PyTorch runs twice: as is ("torch": it allocates each
 # output, and glibc often serves a large one with a fresh mmap that page-faults during the
 # call) and with glibc told to keep outputs on the heap ("torch-warm": the arithmetic alone).
 # Takes about two and a half minutes.
@@ -40,8 +41,8 @@ bwd_cases=(
   "1,3,512,512|16,3,5,5|2"
 )
 
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+log=${out%.md}.jsonl
+: >"$log"
 {
   echo "{\"meta\":\"start\",\"load\":\"$(cut -d' ' -f1-3 /proc/loadavg)\",\"date\":\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\"}"
 } >>"$log"
