@@ -47,8 +47,10 @@
 /* Input rows one bk row piece may read (the size of its row-pointer table). */
 #define CV__BK_ROWS_MAX 1024
 
-/* Double sums of dK one bk unit keeps (output channels x taps; >= CV__BK_TAPS_MAX * 4). */
-#define CV__BK_UNIT_DOUBLES 1024
+/* Double sums of dK one bk unit keeps (output channels x input channels x taps;
+ * >= CV__BK_TAPS_MAX * 4). 16 KiB: with the slab, the row pointers and the caller's partial sums
+ * the master thread's stack scratch stays below 128 KiB. */
+#define CV__BK_UNIT_DOUBLES 2048
 
 enum cv__corr_mode {
     CV__CORR_MODE_ROWS = 0,  /* few output channels: several output rows of one channel at once
@@ -102,7 +104,7 @@ struct cv__isa {
     void (*corr_run)(const struct cv__corr_op *op, int64_t lo, int64_t hi);
     /* True when the bk kernels can run op (chunks is not consulted). */
     bool (*bk_fits)(const struct cv__bk_op *op);
-    /* Units of a bk op: (group of output channels, input channel) pairs. */
+    /* Units of a bk op: (group of output channels, group of input channels) pairs. */
     int64_t (*bk_units)(const struct cv__bk_op *op);
     /* Computes bk items [lo, hi): item = chunk + chunks * unit. */
     void (*bk_run)(const struct cv__bk_op *op, int64_t lo, int64_t hi);

@@ -515,6 +515,8 @@ static const struct shape_case shape_cases[] = {
     {2, 8, 9, 19, 5, 3, 3, PAD(1), "8 -> 5"},
     {1, 70, 6, 130, 4, 3, 3, PAD(1), "70 -> 4: padded windows in channel chunks"},
     {2, 6, 15, 33, 6, 3, 3, GEOM(1, 1, 1, 1, 2, 1, 1, 1), "row stride 2"},
+    {2, 40, 9, 14, 36, 3, 3, PAD(1), "40 -> 36: dK in groups of input and output channels"},
+    {1, 40, 11, 16, 8, 3, 3, GEOM(1, 1, 1, 1, 2, 1, 1, 1), "40 -> 8, row stride 2, whole vectors"},
     /* Narrow images: several output rows flattened into one vector row. */
     {2, 5, 13, 37, 6, 3, 3, PAD(0), "5 -> 6 unpadded: flattened rows read in place"},
     {1, 4, 16, 20, 4, 3, 3, GEOM(2, 2, 2, 2, 1, 1, 2, 2), "flattened rows, dilation 2"},
