@@ -524,6 +524,10 @@ static const struct shape_case shape_cases[] = {
     {1, 3, 10, 10, 4, 3, 1, PAD(0), "kw 1: flattened rows without gaps"},
     {1, 300, 5, 7, 4, 3, 3, PAD(1), "300 -> 4 on 5x7: flattened rows in channel chunks"},
     {1, 4, 6, 300, 4, 3, 3, PAD(1), "wide rows: column blocks"},
+    /* Wide rows and short reductions (input channels x taps <= 128): 8 x 3 tiles on AVX-512. */
+    {1, 3, 7, 300, 13, 5, 5, PAD(2), "3 -> 13 on wide rows: channel and column remainders"},
+    {1, 64, 2, 2100, 9, 1, 2, GEOM(0, 0, 1, 1, 1, 1, 1, 2000),
+     "64 -> 9, column dilation 2000: wide tiles in channel chunks"},
     {1, 2, 12, 29, 3, 3, 3, GEOM(0, 1, 1, 0, 1, 2, 1, 1), "column stride 2: plain loops"},
     /* Too large for the kernels' stack scratch: plain loops. */
     {1, 1, 2, 10005, 1, 1, 3, GEOM(0, 0, 0, 0, 1, 1, 1, 5000), "window wider than the slab"},
