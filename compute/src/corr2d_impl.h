@@ -102,6 +102,10 @@ struct cv__isa {
     int64_t (*corr_items)(const struct cv__corr_op *op);
     /* Computes items [lo, hi) of op. */
     void (*corr_run)(const struct cv__corr_op *op, int64_t lo, int64_t hi);
+    /* Winograd F(2x2, 3x3) forward for corr ops with 3x3 kernels, stride 1, dilation 1 and
+     * w_bs 1: its work items and the kernel running items [lo, hi). */
+    int64_t (*wino_items)(const struct cv__corr_op *op);
+    void (*wino_run)(const struct cv__corr_op *op, int64_t lo, int64_t hi);
     /* True when the bk kernels can run op (chunks is not consulted). */
     bool (*bk_fits)(const struct cv__bk_op *op);
     /* Units of a bk op: (group of output channels, group of input channels) pairs. */

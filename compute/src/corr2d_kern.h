@@ -1358,6 +1358,253 @@ static double sqerr(const float *yh, const float *y, float *g, float scale, bool
     return total;
 }
 
+/* ---- Winograd F(2x2, 3x3) forward (stride 1, dilation 1, 3x3 kernels) -------------------- */
+
+/* Tiles per block (one vector of tiles along a tile row), output channels per item and per
+ * register group, input channels per chunk. Scratch: U 16*WG_CB*WG_OB + V 16*WG_CB*VL
+ * + M 16*WG_NO*VL + 4 padded rows, at most 113 KiB (AVX-512). */
+#define WG_OB 32
+#define WG_CB 16
+#if CV__KERN_ISA == CV__AVX512
+#define WG_NO 16
+#else
+#define WG_NO 8
+#endif
+#define WG_RW        (2 * VL + 2) /* floats of one padded input row of a tile block */
+#define WG_RS        (3 * VL)     /* their stride: whole vectors */
+#define WG_TILES_MAX 1024
+
+/* Lanes p[0], p[2], ..., p[2*VL-2] (even) or p[1], ..., p[2*VL-1] (odd); reads p[0..2*VL). */
+ALWAYS_INLINE vf v_load_stride2(const float *p, int odd) {
+#if CV__KERN_ISA == CV__AVX512
+    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    return _mm512_permutex2var_ps(v_load(p), odd ? io : ie, v_load(p + VL));
+#elif CV__KERN_ISA == CV__AVX2
+    const vf a = v_load(p), b = v_load(p + VL);
+    const vf s = odd ? _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))
+                     : _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), _MM_SHUFFLE(3, 1, 2, 0)));
+#else
+    vf v;
+    for (int l = 0; l < VL; l++)
+        v[l] = p[2 * l + odd];
+    return v;
+#endif
+}
+
+/* Interleaves a and b: lo = a0 b0 a1 b1 ... (first VL floats), hi = the next VL. */
+ALWAYS_INLINE void v_interleave(vf a, vf b, vf *lo, vf *hi) {
+#if CV__KERN_ISA == CV__AVX512
+    const __m512i il = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i ih =
+        _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    *lo = _mm512_permutex2var_ps(a, il, b);
+    *hi = _mm512_permutex2var_ps(a, ih, b);
+#elif CV__KERN_ISA == CV__AVX2
+    const vf l = _mm256_unpacklo_ps(a, b), h = _mm256_unpackhi_ps(a, b);
+    *lo = _mm256_permute2f128_ps(l, h, 0x20);
+    *hi = _mm256_permute2f128_ps(l, h, 0x31);
+#else
+    vf l, h;
+    for (int q = 0; q < VL; q++) {
+        l[q] = (q & 1) ? b[q / 2] : a[q / 2];
+        h[q] = (q & 1) ? b[VL / 2 + q / 2] : a[VL / 2 + q / 2];
+    }
+    *lo = l;
+    *hi = h;
+#endif
+}
+
+static int64_t wino_tiles_h(const struct cv__corr_op *op) {
+    return (op->dst_h + 1) / 2;
+}
+
+/* Groups of tile rows per (n, output-channel block): enough items to share among threads. */
+static int64_t wino_row_groups(const struct cv__corr_op *op) {
+    const int64_t nob = (op->dc + WG_OB - 1) / WG_OB;
+    const int64_t base = op->n * nob;
+    const int64_t th = wino_tiles_h(op);
+    const int64_t tw = (op->dst_w + 1) / 2;
+    const int64_t gmax = max64(1, th / ((128 + tw - 1) / tw)); /* >= 128 tiles per item */
+    const int64_t g_thr = min64(base >= 8 ? 1 : (8 + base - 1) / base, gmax);
+    /* At most WG_TILES_MAX tiles per item: its outputs, added to once per input-channel
+     * chunk, stay in L2. */
+    const int64_t rows_cap = max64(1, WG_TILES_MAX / tw);
+    const int64_t g_cache = (th + rows_cap - 1) / rows_cap;
+    return min64(max64(g_thr, g_cache), th);
+}
+
+static int64_t wino_items(const struct cv__corr_op *op) {
+    return op->n * ((op->dc + WG_OB - 1) / WG_OB) * wino_row_groups(op);
+}
+
+/* U[pos][cc][ol] = (G g G^T)[pos] for channels [c0, c0+cb) and outputs [o0, o0+WG_OB); zero
+ * for outputs past dc. */
+static void wino_kernel_transform(const struct cv__corr_op *op, int64_t o0, int64_t c0, int cb,
+                                  float *u) {
+    for (int ol = 0; ol < WG_OB; ol++) {
+        const int64_t o = o0 + ol;
+        for (int cc = 0; cc < cb; cc++) {
+            float t[16];
+            if (o >= op->dc) {
+                for (int p = 0; p < 16; p++)
+                    t[p] = 0.0f;
+            } else {
+                const float *g = op->w + o * op->w_os + (c0 + cc) * op->w_cs;
+                float gg[4][3]; /* G g */
+                for (int b = 0; b < 3; b++) {
+                    const float g0 = g[b], g1 = g[op->w_as + b], g2 = g[2 * op->w_as + b];
+                    gg[0][b] = g0;
+                    gg[1][b] = 0.5f * (g0 + g1 + g2);
+                    gg[2][b] = 0.5f * (g0 - g1 + g2);
+                    gg[3][b] = g2;
+                }
+                for (int r = 0; r < 4; r++) {
+                    const float g0 = gg[r][0], g1 = gg[r][1], g2 = gg[r][2];
+                    t[r * 4 + 0] = g0;
+                    t[r * 4 + 1] = 0.5f * (g0 + g1 + g2);
+                    t[r * 4 + 2] = 0.5f * (g0 - g1 + g2);
+                    t[r * 4 + 3] = g2;
+                }
+            }
+            for (int p = 0; p < 16; p++)
+                u[(p * WG_CB + cc) * WG_OB + ol] = t[p];
+        }
+    }
+}
+
+/* V[pos][cc][t] = (B^T d B)[pos] for the VL tiles starting at tile (tr, tc0) of image n. */
+static void wino_input_transform(const struct cv__corr_op *op, int64_t n, int64_t c0, int cb,
+                                 int64_t tr, int64_t tc0, float *rows, float *v) {
+    const int64_t col0 = 2 * tc0 + op->off_w;
+    int64_t lo = -col0, hi = op->src_w - col0;
+    lo = lo < 0 ? 0 : lo > WG_RW ? WG_RW : lo;
+    hi = hi > WG_RW ? WG_RW : hi < lo ? lo : hi;
+    for (int cc = 0; cc < cb; cc++) {
+        const float *plane = op->src + (n * op->sc + c0 + cc) * op->src_h * op->src_w;
+        for (int r = 0; r < 4; r++) {
+            float *d = rows + r * WG_RS;
+            const int64_t xr = 2 * tr + op->off_h + r;
+            const bool in = xr >= 0 && xr < op->src_h;
+            const float *src = plane + (in ? xr : 0) * op->src_w + col0;
+            for (int q = 0; q < WG_RS; q += VL) {
+                const int64_t l = min64(max64(lo - q, 0), VL), e = min64(max64(hi - q, 0), VL);
+                v_store(d + q,
+                        in && e > l ? v_load_lanes(src + q + l, (int)l, (int)(e - l)) : v_zero());
+            }
+        }
+        vf t[4][4];
+        for (int j = 0; j < 4; j++) {
+            const vf d0 = v_load_stride2(rows + 0 * WG_RS + (j & 2), j & 1);
+            const vf d1 = v_load_stride2(rows + 1 * WG_RS + (j & 2), j & 1);
+            const vf d2 = v_load_stride2(rows + 2 * WG_RS + (j & 2), j & 1);
+            const vf d3 = v_load_stride2(rows + 3 * WG_RS + (j & 2), j & 1);
+            t[0][j] = d0 - d2;
+            t[1][j] = d1 + d2;
+            t[2][j] = d2 - d1;
+            t[3][j] = d1 - d3;
+        }
+        for (int r = 0; r < 4; r++) {
+            float *vp = v + (r * 4 * WG_CB + cc) * VL;
+            v_store(vp + 0 * WG_CB * VL, t[r][0] - t[r][2]);
+            v_store(vp + 1 * WG_CB * VL, t[r][1] + t[r][2]);
+            v_store(vp + 2 * WG_CB * VL, t[r][2] - t[r][1]);
+            v_store(vp + 3 * WG_CB * VL, t[r][1] - t[r][3]);
+        }
+    }
+}
+
+/* M[pos][k][t] = sum_cc U[pos][cc][og*WG_NO + k] * V[pos][cc][t] for output group og. */
+ALWAYS_INLINE void wino_gemm(const float *u, const float *v, int cb, int og, float *m) {
+    for (int p = 0; p < 16; p++) {
+        vf acc[WG_NO];
+        for (int k = 0; k < WG_NO; k++)
+            acc[k] = v_zero();
+        const float *up = u + p * WG_CB * WG_OB + og * WG_NO;
+        const float *vp = v + p * WG_CB * VL;
+        for (int cc = 0; cc < cb; cc++) {
+            const vf x = v_load(vp + cc * VL);
+            for (int k = 0; k < WG_NO; k++)
+                acc[k] = v_fma(v_set1(up[cc * WG_OB + k]), x, acc[k]);
+        }
+        float *mp = m + p * WG_NO * VL;
+        for (int k = 0; k < WG_NO; k++)
+            v_store(mp + k * VL, acc[k]);
+    }
+}
+
+/* Y = A^T M A for output channel o0+ol of the tile block; the first chunk writes bias + Y,
+ * later chunks add Y. */
+static void wino_output(const struct cv__corr_op *op, int64_t n, int64_t o, int k, const float *m,
+                        int64_t tr, int64_t tc0, bool first) {
+    vf s0[4], s1[4];
+    for (int j = 0; j < 4; j++) {
+        const vf m0 = v_load(m + ((0 * 4 + j) * WG_NO + k) * VL);
+        const vf m1 = v_load(m + ((1 * 4 + j) * WG_NO + k) * VL);
+        const vf m2 = v_load(m + ((2 * 4 + j) * WG_NO + k) * VL);
+        const vf m3 = v_load(m + ((3 * 4 + j) * WG_NO + k) * VL);
+        s0[j] = m0 + m1 + m2;
+        s1[j] = m1 - m2 - m3;
+    }
+    const vf b = v_set1(first && op->bias != NULL ? op->bias[o] : 0.0f);
+    const vf y[2][2] = {{s0[0] + s0[1] + s0[2] + b, s0[1] - s0[2] - s0[3] + b},
+                        {s1[0] + s1[1] + s1[2] + b, s1[1] - s1[2] - s1[3] + b}};
+    const int64_t c0 = 2 * tc0;
+    const int64_t ncol = min64(2 * VL, op->dst_w - c0);
+    for (int r = 0; r < 2; r++) {
+        const int64_t i = 2 * tr + r;
+        if (i >= op->dst_h)
+            break;
+        float *d = op->dst + ((n * op->dc + o) * op->dst_h + i) * op->dst_w + c0;
+        vf lo, hi;
+        v_interleave(y[r][0], y[r][1], &lo, &hi);
+        const int n0 = (int)min64(VL, ncol), n1 = (int)(ncol - n0);
+        if (!first) {
+            lo = lo + v_load_tail(d, n0);
+            if (n1 > 0)
+                hi = hi + v_load_tail(d + VL, n1);
+        }
+        v_store_tail(d, lo, n0);
+        if (n1 > 0)
+            v_store_tail(d + VL, hi, n1);
+    }
+}
+
+static void wino_run(const struct cv__corr_op *op, int64_t lo, int64_t hi) {
+    float u[16 * WG_CB * WG_OB];
+    float v[16 * WG_CB * VL];
+    float m[16 * WG_NO * VL];
+    float rows[4 * WG_RS];
+    const int64_t nob = (op->dc + WG_OB - 1) / WG_OB;
+    const int64_t nrg = wino_row_groups(op);
+    const int64_t th = wino_tiles_h(op), tw = (op->dst_w + 1) / 2;
+    for (int64_t item = lo; item < hi; item++) {
+        /* Output-channel blocks vary fastest: consecutive items read the same input rows. */
+        const int64_t ob = item % nob;
+        const int64_t rg = (item / nob) % nrg;
+        const int64_t n = item / (nrg * nob);
+        const int64_t o0 = ob * WG_OB;
+        const int nog = (int)((min64(WG_OB, op->dc - o0) + WG_NO - 1) / WG_NO);
+        const int64_t tr0 = th * rg / nrg, tr1 = th * (rg + 1) / nrg;
+        for (int64_t c0 = 0; c0 < op->sc; c0 += WG_CB) {
+            const int cb = (int)min64(WG_CB, op->sc - c0);
+            wino_kernel_transform(op, o0, c0, cb, u);
+            for (int64_t tr = tr0; tr < tr1; tr++) {
+                for (int64_t tc0 = 0; tc0 < tw; tc0 += VL) {
+                    wino_input_transform(op, n, c0, cb, tr, tc0, rows, v);
+                    for (int og = 0; og < nog; og++) {
+                        wino_gemm(u, v, cb, og, m);
+                        const int64_t og0 = o0 + og * WG_NO;
+                        for (int k = 0; k < WG_NO && og0 + k < op->dc; k++)
+                            wino_output(op, n, og0 + k, k, m, tr, tc0, c0 == 0);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /* ---- the table ---------------------------------------------------------------------------- */
 
 #define CV__CAT2(a, b) a##b
@@ -1369,6 +1616,8 @@ const struct cv__isa CV__CAT(cv__isa_, CV__KERN_NAME) = {
     .corr_plan = corr_plan,
     .corr_items = corr_items,
     .corr_run = corr_run,
+    .wino_items = wino_items,
+    .wino_run = wino_run,
     .bk_fits = bk_fits,
     .bk_units = bk_units,
     .bk_run = bk_run,

@@ -528,6 +528,13 @@ static const struct shape_case shape_cases[] = {
     {1, 3, 7, 300, 13, 5, 5, PAD(2), "3 -> 13 on wide rows: channel and column remainders"},
     {1, 64, 2, 2100, 9, 1, 2, GEOM(0, 0, 1, 1, 1, 1, 1, 2000),
      "64 -> 9, column dilation 2000: wide tiles in channel chunks"},
+    /* 3x3, stride 1, many channels: Winograd F(2x2, 3x3) tiles in blocks of a vector. */
+    {2, 19, 13, 27, 21, 3, 3, PAD(1), "winograd 19 -> 21, odd output, two images"},
+    {1, 33, 10, 41, 40, 3, 3, PAD(0), "winograd 33 -> 40 unpadded: channel chunks"},
+    {3, 16, 9, 36, 17, 3, 3, GEOM(0, 2, 1, 0, 1, 1, 1, 1), "winograd asymmetric padding"},
+    {1, 17, 34, 35, 33, 3, 3, PAD(1), "winograd 17 -> 33: a one-channel output block"},
+    {1, 16, 10, 10, 16, 3, 3, PAD(0), "winograd 8x8 output (direct kernels on AVX-512)"},
+    {2, 24, 7, 70, 18, 3, 3, GEOM(2, 1, 0, 2, 1, 1, 1, 1), "winograd wide rows, odd height"},
     {1, 2, 12, 29, 3, 3, 3, GEOM(0, 1, 1, 0, 1, 2, 1, 1), "column stride 2: plain loops"},
     /* Too large for the kernels' stack scratch: plain loops. */
     {1, 1, 2, 10005, 1, 1, 3, GEOM(0, 0, 0, 0, 1, 1, 1, 5000), "window wider than the slab"},
@@ -627,6 +634,38 @@ START_TEST(test_corr2d_shape_classes) {
     /* Sums here run over up to a few thousand float terms, hence 1e-5 rather than 1e-6. */
     rng_state = 0x5eed0006 + (uint64_t)_i;
     check_shape_case(&shape_cases[_i], 1e-5);
+}
+END_TEST
+
+START_TEST(test_corr2d_winograd_no_bias) {
+    /* The Winograd path without a bias, under every variant, against the double reference. */
+    rng_state = 0x5eed000a;
+    struct cv_tensor x = make_tensor(2, 20, 11, 23), k = make_tensor(18, 20, 3, 3);
+    struct cv_tensor y = make_tensor(2, 18, 11, 23);
+    fill_random(&x), fill_random(&k);
+    const struct cv_conv2d_geom g = PAD(1);
+    const int64_t nx = cv_tensor_numel(&x), nk = cv_tensor_numel(&k), ny = cv_tensor_numel(&y);
+    double *xd = to_double(x.data, nx, false), *xa = to_double(x.data, nx, true);
+    double *kd = to_double(k.data, nk, false), *ka = to_double(k.data, nk, true);
+    double *want = malloc((size_t)ny * sizeof(double)),
+           *scale = malloc((size_t)ny * sizeof(double));
+    ck_assert(want && scale);
+    cv_ref_corr2d_forward(xd, shape_of(&x), kd, shape_of(&k), NULL, &g, want);
+    cv_ref_corr2d_forward(xa, shape_of(&x), ka, shape_of(&k), NULL, &g, scale);
+    enum cv_corr2d_isa isas[4];
+    const int nisa = isas_available(isas);
+    for (int q = 0; q < nisa; q++) {
+        ck_assert_int_eq(cv_corr2d_set_isa(isas[q]), CV_OK);
+        for (int t = 1; t <= 2; t++) {
+            for (int64_t e = 0; e < ny; e++)
+                y.data[e] = NAN;
+            ck_assert_int_eq(cv_corr2d_forward(&x, &k, NULL, &g, &y, t), CV_OK);
+            assert_close_scaled(y.data, want, scale, ny, 1e-5, cv_corr2d_isa_name(isas[q]));
+        }
+    }
+    ck_assert_int_eq(cv_corr2d_set_isa(CV_CORR2D_ISA_AUTO), CV_OK);
+    free(xd), free(xa), free(kd), free(ka), free(want), free(scale);
+    cv_tensor_free(&x), cv_tensor_free(&k), cv_tensor_free(&y);
 }
 END_TEST
 
@@ -1188,6 +1227,7 @@ static Suite *compute_suite(void) {
     tcase_add_loop_test(tc, test_corr2d_shape_classes, 0,
                         (int)(sizeof shape_cases / sizeof shape_cases[0]));
     tcase_add_test(tc, test_corr2d_isas_random);
+    tcase_add_test(tc, test_corr2d_winograd_no_bias);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("loss");
