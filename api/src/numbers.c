@@ -333,6 +333,33 @@ static inline bool is_digit(char c) {
     return (unsigned char)(c - '0') < 10;
 }
 
+/* Reads the optional exponent of a JSON number at p ("e" or "E", a sign, digits) into *ex,
+ * clamped at +-100000 (far past where every float is 0 or infinite), and sets *had when there
+ * was one. Returns the position after it, or NULL for an "e" without digits. */
+static const char *scan_exponent(const char *p, const char *end, int32_t *ex, bool *had) {
+    *ex = 0;
+    *had = false;
+    if (p >= end || (*p != 'e' && *p != 'E'))
+        return p;
+    *had = true;
+    p++;
+    bool neg = false;
+    if (p < end && (*p == '+' || *p == '-')) {
+        neg = *p == '-';
+        p++;
+    }
+    if (p >= end || !is_digit(*p))
+        return NULL;
+    while (p < end && is_digit(*p)) {
+        if (*ex < 100000)
+            *ex = *ex * 10 + (*p - '0');
+        p++;
+    }
+    if (neg)
+        *ex = -*ex;
+    return p;
+}
+
 /* The general reader, for tokens of more than 19 digits. */
 static const char *scan_f32_long(const char *p, const char *end, float *out) {
     const char *start = p;
@@ -382,24 +409,12 @@ static const char *scan_f32_long(const char *p, const char *end, float *out) {
         }
     }
     int32_t ex = 0;
-    if (p < end && (*p == 'e' || *p == 'E')) {
+    bool had_exponent = false;
+    p = scan_exponent(p, end, &ex, &had_exponent);
+    if (p == NULL)
+        return NULL;
+    if (had_exponent)
         integer = false;
-        p++;
-        bool eneg = false;
-        if (p < end && (*p == '+' || *p == '-')) {
-            eneg = *p == '-';
-            p++;
-        }
-        if (p >= end || !is_digit(*p))
-            return NULL;
-        while (p < end && is_digit(*p)) {
-            if (ex < 100000)
-                ex = ex * 10 + (*p - '0');
-            p++;
-        }
-        if (eneg)
-            ex = -ex;
-    }
     /* The token must be followed by something that is not part of it (strtod and strtoll
      * below stop there) and lie inside the buffer. */
     if (p >= end)
@@ -494,24 +509,12 @@ const char *cv__scan_f32(const char *p, const char *end, float *out) {
             return NULL;
     }
     int32_t ex = 0;
-    if (p < end && (*p == 'e' || *p == 'E')) {
+    bool had_exponent = false;
+    p = scan_exponent(p, end, &ex, &had_exponent);
+    if (p == NULL)
+        return NULL;
+    if (had_exponent)
         integer = false;
-        p++;
-        bool eneg = false;
-        if (p < end && (*p == '+' || *p == '-')) {
-            eneg = *p == '-';
-            p++;
-        }
-        if (p >= end || !is_digit(*p))
-            return NULL;
-        while (p < end && is_digit(*p)) {
-            if (ex < 100000)
-                ex = ex * 10 + (*p - '0');
-            p++;
-        }
-        if (eneg)
-            ex = -ex;
-    }
     /* Something that is not part of the token follows it inside the buffer (strtod and
      * strtoll stop there). */
     if (p >= end)
