@@ -35,6 +35,8 @@ void cv__buf_puts(struct cv__buf *b, const char *s);
 void cv__buf_putc(struct cv__buf *b, char c);
 /* A JSON string: quoted and escaped; invalid UTF-8 becomes U+FFFD, so the text stays JSON. */
 void cv__buf_put_str(struct cv__buf *b, const char *s);
+/* A JSON string as cv__buf_put_str, or null when s is NULL. */
+void cv__buf_put_str_or_null(struct cv__buf *b, const char *s);
 void cv__buf_put_i64(struct cv__buf *b, int64_t v);
 void cv__buf_put_u64(struct cv__buf *b, uint64_t v);
 /* Shortest text that reads back as the same float32 (cv__fmt_f32); null when not finite. */

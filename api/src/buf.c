@@ -77,6 +77,13 @@ static size_t utf8_seq_len(const unsigned char *s) {
     return n;
 }
 
+void cv__buf_put_str_or_null(struct cv__buf *b, const char *s) {
+    if (s != NULL)
+        cv__buf_put_str(b, s);
+    else
+        cv__buf_puts(b, "null");
+}
+
 void cv__buf_put_str(struct cv__buf *b, const char *str) {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *s = (const unsigned char *)str;

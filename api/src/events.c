@@ -42,18 +42,11 @@ static void put_kernel(struct cv__buf *b, const struct cv_train_request *req) {
     put_bias(b, req);
 }
 
-static void put_str_or_null(struct cv__buf *b, const char *s) {
-    if (s != NULL)
-        cv__buf_put_str(b, s);
-    else
-        cv__buf_puts(b, "null");
-}
-
 char *cv_api_event_start_dump(const struct cv_train_request *req, const char *job_id, size_t *len) {
     struct cv__buf b = {0};
     int64_t params = cv_tensor_numel(&req->weight) + (req->bias != NULL ? req->weight.n : 0);
     cv__buf_puts(&b, "{\"event\":\"start\",\"job\":");
-    put_str_or_null(&b, job_id);
+    cv__buf_put_str_or_null(&b, job_id);
     cv__buf_puts(&b, ",\"steps\":");
     cv__buf_put_i64(&b, req->params.steps);
     cv__buf_puts(&b, ",\"parameters\":");
@@ -80,7 +73,7 @@ char *cv_api_event_done_dump(const struct cv_train_request *req, const char *sta
                              const struct cv_train_result *res, double elapsed_ms, size_t *len) {
     struct cv__buf b = {0};
     cv__buf_puts(&b, "{\"event\":\"done\",\"status\":");
-    put_str_or_null(&b, status);
+    cv__buf_put_str_or_null(&b, status);
     cv__buf_puts(&b, ",\"steps\":");
     cv__buf_put_i64(&b, res->steps_done);
     cv__buf_puts(&b, ",\"loss\":");
@@ -97,9 +90,9 @@ char *cv_api_event_done_dump(const struct cv_train_request *req, const char *sta
 char *cv_api_event_error_dump(const char *code, const char *detail, size_t *len) {
     struct cv__buf b = {0};
     cv__buf_puts(&b, "{\"event\":\"error\",\"status\":\"failed\",\"code\":");
-    put_str_or_null(&b, code);
+    cv__buf_put_str_or_null(&b, code);
     cv__buf_puts(&b, ",\"detail\":");
-    put_str_or_null(&b, detail);
+    cv__buf_put_str_or_null(&b, detail);
     cv__buf_putc(&b, '}');
     return cv__buf_finish(&b, len);
 }
@@ -109,7 +102,7 @@ char *cv_api_train_reply_dump(const struct cv_train_request *req, const char *st
                               int32_t n_losses, double elapsed_ms, size_t *len) {
     struct cv__buf b = {0};
     cv__buf_puts(&b, "{\"status\":");
-    put_str_or_null(&b, status);
+    cv__buf_put_str_or_null(&b, status);
     cv__buf_puts(&b, ",\"steps\":");
     cv__buf_put_i64(&b, res->steps_done);
     cv__buf_puts(&b, ",\"losses\":[");

@@ -48,13 +48,6 @@ int cv_api_job_kind_peek(const char *body, size_t len, enum cv_api_job_kind *kin
     return p.status;
 }
 
-static void put_str_or_null(struct cv__buf *b, const char *s) {
-    if (s != NULL)
-        cv__buf_put_str(b, s);
-    else
-        cv__buf_puts(b, "null");
-}
-
 static void put_view(struct cv__buf *b, const struct cv_api_job_view *v, bool with_result) {
     cv__buf_puts(b, "{\"id\":");
     cv__buf_put_str(b, v->id);
@@ -71,7 +64,7 @@ static void put_view(struct cv__buf *b, const struct cv_api_job_view *v, bool wi
     };
     for (size_t i = 0; i < sizeof times / sizeof times[0]; i++) {
         cv__buf_puts(b, times[i].name);
-        put_str_or_null(b, times[i].value);
+        cv__buf_put_str_or_null(b, times[i].value);
     }
     cv__buf_puts(b, ",\"progress\":{\"step\":");
     cv__buf_put_i64(b, v->step);
@@ -95,7 +88,7 @@ static void put_view(struct cv__buf *b, const struct cv_api_job_view *v, bool wi
         cv__buf_puts(b, "{\"code\":");
         cv__buf_put_str(b, v->error_code);
         cv__buf_puts(b, ",\"detail\":");
-        put_str_or_null(b, v->error_detail);
+        cv__buf_put_str_or_null(b, v->error_detail);
         cv__buf_putc(b, '}');
     } else {
         cv__buf_puts(b, "null");
