@@ -333,6 +333,44 @@ static inline bool is_digit(char c) {
     return (unsigned char)(c - '0') < 10;
 }
 
+/* The float32 value of a scanned JSON number token at start, as jansson and the api make it:
+ * an integer goes through int64 (strtoll when small_int says w may not hold it, refusing what
+ * overflows), a real through Clinger's fast path when w is exact (not `lost`) and 10^e10 is,
+ * else strtod (refusing infinity). Returns false where jansson refuses the token or the value
+ * does not fit float32. */
+static bool token_to_f32(const char *start, bool neg, bool integer, bool small_int, uint64_t w,
+                         bool lost, int32_t e10, float *out) {
+    double d;
+    if (integer) {
+        if (small_int) {
+            int64_t i = (int64_t)w;
+            d = (double)(neg ? -i : i); /* "-0" is the integer 0 for jansson */
+        } else {
+            errno = 0;
+            long long i = strtoll(start, NULL, 10);
+            if (errno == ERANGE)
+                return false;
+            d = (double)i;
+        }
+    } else if (w == 0 && !lost) {
+        d = neg ? -0.0 : 0.0;
+    } else if (!lost && w <= (UINT64_C(1) << 53) && e10 >= -22 && e10 <= 22) {
+        /* Clinger: both exact, so one correctly rounded operation. */
+        d = (double)w;
+        d = e10 < 0 ? d / exact_pow10[-e10] : d * exact_pow10[e10];
+        if (neg)
+            d = -d;
+    } else {
+        d = strtod(start, NULL);
+        if (isinf(d)) /* jansson: "real number overflow" */
+            return false;
+    }
+    if (!(fabs(d) < CV__F32_LIMIT))
+        return false;
+    *out = (float)d;
+    return true;
+}
+
 /* Reads the optional exponent of a JSON number at p ("e" or "E", a sign, digits) into *ex,
  * clamped at +-100000 (far past where every float is 0 or infinite), and sets *had when there
  * was one. Returns the position after it, or NULL for an "e" without digits. */
@@ -419,38 +457,9 @@ static const char *scan_f32_long(const char *p, const char *end, float *out) {
      * below stop there) and lie inside the buffer. */
     if (p >= end)
         return NULL;
-    double d;
-    if (integer) {
-        /* jansson: strtoll, refusing what overflows; the api casts the integer to double. */
-        if (sig + drop <= 18) {
-            int64_t i = (int64_t)w;
-            d = (double)(neg ? -i : i);
-        } else {
-            errno = 0;
-            long long i = strtoll(start, NULL, 10);
-            if (errno == ERANGE)
-                return NULL;
-            d = (double)i;
-        }
-    } else if (w == 0 && !lost) {
-        d = neg ? -0.0 : 0.0;
-    } else {
-        int32_t e10 = ex + drop - frac;
-        if (!lost && w <= (UINT64_C(1) << 53) && e10 >= -22 && e10 <= 22) {
-            d = (double)w;
-            d = e10 < 0 ? d / exact_pow10[-e10] : d * exact_pow10[e10];
-            if (neg)
-                d = -d;
-        } else {
-            d = strtod(start, NULL);
-            if (isinf(d)) /* jansson: "real number overflow" */
-                return NULL;
-        }
-    }
-    if (!(fabs(d) < CV__F32_LIMIT))
-        return NULL;
-    *out = (float)d;
-    return p;
+    return token_to_f32(start, neg, integer, sig + drop <= 18, w, lost, ex + drop - frac, out)
+               ? p
+               : NULL;
 }
 
 /* The value of the 8 digit characters at p, or false when they are not all digits (two
@@ -521,37 +530,7 @@ const char *cv__scan_f32(const char *p, const char *end, float *out) {
         return NULL;
     if (n_int + n_frac > 19)
         return scan_f32_long(start, end, out);
-    double d;
-    if (integer) {
-        if (n_int <= 18) {
-            int64_t i = (int64_t)w;
-            d = (double)(neg ? -i : i); /* "-0" is the integer 0 for jansson */
-        } else {
-            /* jansson: strtoll, refusing what overflows; the api casts to double. */
-            errno = 0;
-            long long i = strtoll(start, NULL, 10);
-            if (errno == ERANGE)
-                return NULL;
-            d = (double)i;
-        }
-    } else if (w == 0) {
-        d = neg ? -0.0 : 0.0;
-    } else {
-        int32_t e10 = ex - (int32_t)n_frac;
-        if (w <= (UINT64_C(1) << 53) && e10 >= -22 && e10 <= 22) {
-            /* Clinger: both exact, so one correctly rounded operation. */
-            d = (double)w;
-            d = e10 < 0 ? d / exact_pow10[-e10] : d * exact_pow10[e10];
-            if (neg)
-                d = -d;
-        } else {
-            d = strtod(start, NULL);
-            if (isinf(d)) /* jansson: "real number overflow" */
-                return NULL;
-        }
-    }
-    if (!(fabs(d) < CV__F32_LIMIT))
-        return NULL;
-    *out = (float)d;
-    return p;
+    return token_to_f32(start, neg, integer, n_int <= 18, w, false, ex - (int32_t)n_frac, out)
+               ? p
+               : NULL;
 }
