@@ -42,6 +42,19 @@ static void put_kernel(struct cv__buf *b, const struct cv_train_request *req) {
     put_bias(b, req);
 }
 
+/* The members every training result ends with, "final_loss", "weight", "bias" and
+ * "elapsed_ms", closing the object; returns the finished text (see cv__buf_finish). */
+static char *finish_result(struct cv__buf *b, const struct cv_train_request *req,
+                           const struct cv_train_result *res, double elapsed_ms, size_t *len) {
+    cv__buf_puts(b, ",\"final_loss\":");
+    put_loss(b, res->final_loss);
+    put_kernel(b, req);
+    cv__buf_puts(b, ",\"elapsed_ms\":");
+    cv__buf_put_ms(b, elapsed_ms);
+    cv__buf_putc(b, '}');
+    return cv__buf_finish(b, len);
+}
+
 char *cv_api_event_start_dump(const struct cv_train_request *req, const char *job_id, size_t *len) {
     struct cv__buf b = {0};
     int64_t params = cv_tensor_numel(&req->weight) + (req->bias != NULL ? req->weight.n : 0);
@@ -78,13 +91,7 @@ char *cv_api_event_done_dump(const struct cv_train_request *req, const char *sta
     cv__buf_put_i64(&b, res->steps_done);
     cv__buf_puts(&b, ",\"loss\":");
     put_loss(&b, res->last_loss);
-    cv__buf_puts(&b, ",\"final_loss\":");
-    put_loss(&b, res->final_loss);
-    put_kernel(&b, req);
-    cv__buf_puts(&b, ",\"elapsed_ms\":");
-    cv__buf_put_ms(&b, elapsed_ms);
-    cv__buf_putc(&b, '}');
-    return cv__buf_finish(&b, len);
+    return finish_result(&b, req, res, elapsed_ms, len);
 }
 
 char *cv_api_event_error_dump(const char *code, const char *detail, size_t *len) {
@@ -111,11 +118,6 @@ char *cv_api_train_reply_dump(const struct cv_train_request *req, const char *st
             cv__buf_putc(&b, ',');
         put_loss(&b, losses[i]);
     }
-    cv__buf_puts(&b, "],\"final_loss\":");
-    put_loss(&b, res->final_loss);
-    put_kernel(&b, req);
-    cv__buf_puts(&b, ",\"elapsed_ms\":");
-    cv__buf_put_ms(&b, elapsed_ms);
-    cv__buf_putc(&b, '}');
-    return cv__buf_finish(&b, len);
+    cv__buf_putc(&b, ']');
+    return finish_result(&b, req, res, elapsed_ms, len);
 }
