@@ -201,20 +201,45 @@ static int team_size(int64_t macs, int64_t items, int n_threads) {
     return items < n_threads ? (int)items : n_threads;
 }
 
-/* Runs items [0, items) of a corr op, one contiguous block per thread. */
-static void corr_parallel(const struct cv__isa *isa, const struct cv__corr_op *op, int64_t macs,
-                          int n_threads) {
-    const int64_t items = isa->corr_items(op);
+/* A corr kernel of the table: its work items and the function that computes items [lo, hi). */
+typedef int64_t (*corr_items_fn)(const struct cv__corr_op *op);
+typedef void (*corr_run_fn)(const struct cv__corr_op *op, int64_t lo, int64_t hi);
+
+/* Runs items [0, items) of a corr op with one of the table's kernels, one contiguous block per
+ * thread. */
+static void corr_parallel(corr_items_fn items_of, corr_run_fn run, const struct cv__corr_op *op,
+                          int64_t macs, int n_threads) {
+    const int64_t items = items_of(op);
     const int nt = team_size(macs, items, n_threads);
     if (nt == 1) {
-        isa->corr_run(op, 0, items);
+        run(op, 0, items);
         return;
     }
 #pragma omp parallel num_threads(nt)
     {
         const int64_t t = omp_get_thread_num(), nth = omp_get_num_threads();
-        isa->corr_run(op, items * t / nth, items * (t + 1) / nth);
+        run(op, items * t / nth, items * (t + 1) / nth);
     }
+}
+
+/* Runs a corr op on the fastest kernel of isa that can take it; false when none can (the
+ * caller then takes the plain loops). wino applies Winograd F(2x2, 3x3) (forward only: see
+ * wino_fits). */
+static bool corr_dispatch(const struct cv__isa *isa, struct cv__corr_op *op, bool wino,
+                          int64_t macs, int n_threads) {
+    if (wino) {
+        corr_parallel(isa->wino_items, isa->wino_run, op, macs, n_threads);
+        return true;
+    }
+    if (isa->rw_fits(op)) {
+        corr_parallel(isa->rw_items, isa->rw_run, op, macs, n_threads);
+        return true;
+    }
+    if (isa->corr_plan(op)) {
+        corr_parallel(isa->corr_items, isa->corr_run, op, macs, n_threads);
+        return true;
+    }
+    return false;
 }
 
 /* ---- forward ------------------------------------------------------------------------------ */
@@ -231,21 +256,6 @@ static bool wino_fits(const struct cv__isa *isa, const struct corr2d_dims *d,
     const int64_t tw = (d->ow + 1) / 2;
     const int64_t lanes = (tw + isa->vl - 1) / isa->vl * isa->vl;
     return tw * 5 >= lanes * 2;
-}
-
-static void wino_parallel(const struct cv__isa *isa, const struct cv__corr_op *op, int64_t macs,
-                          int n_threads) {
-    const int64_t items = isa->wino_items(op);
-    const int nt = team_size(macs, items, n_threads);
-    if (nt == 1) {
-        isa->wino_run(op, 0, items);
-        return;
-    }
-#pragma omp parallel num_threads(nt)
-    {
-        const int64_t t = omp_get_thread_num(), nth = omp_get_num_threads();
-        isa->wino_run(op, items * t / nth, items * (t + 1) / nth);
-    }
 }
 
 /* Output row r of the flattened (n, o, i) rows. */
@@ -323,14 +333,8 @@ int cv_corr2d_forward(const struct cv_tensor *x, const struct cv_tensor *k, cons
             .dil_h = g->dil_h,
             .dil_w = g->dil_w,
         };
-        if (wino_fits(isa, &d, g)) {
-            wino_parallel(isa, &op, macs, n_threads);
+        if (corr_dispatch(isa, &op, wino_fits(isa, &d, g), macs, n_threads))
             return CV_OK;
-        }
-        if (isa->corr_plan(&op)) {
-            corr_parallel(isa, &op, macs, n_threads);
-            return CV_OK;
-        }
     }
     if (run_serial(macs, n_threads)) {
         for (int64_t r = 0; r < rows; r++)
@@ -424,10 +428,8 @@ int cv_corr2d_backward_input(const struct cv_tensor *dy, const struct cv_tensor 
             .dil_h = g->dil_h,
             .dil_w = g->dil_w,
         };
-        if (isa->corr_plan(&op)) {
-            corr_parallel(isa, &op, macs, n_threads);
+        if (corr_dispatch(isa, &op, false, macs, n_threads))
             return CV_OK;
-        }
     }
     if (run_serial(macs, n_threads)) {
         for (int64_t r = 0; r < rows; r++)

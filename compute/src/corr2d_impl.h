@@ -106,6 +106,11 @@ struct cv__isa {
      * w_bs 1: its work items and the kernel running items [lo, hi). */
     int64_t (*wino_items)(const struct cv__corr_op *op);
     void (*wino_run)(const struct cv__corr_op *op, int64_t lo, int64_t hi);
+    /* Row Winograd F(4, 5) (corr2d_rwino.h) for corr ops with kernel rows 5 wide, stride and
+     * dilation 1: whether it can run op, its work items, the kernel running items [lo, hi). */
+    bool (*rw_fits)(const struct cv__corr_op *op);
+    int64_t (*rw_items)(const struct cv__corr_op *op);
+    void (*rw_run)(const struct cv__corr_op *op, int64_t lo, int64_t hi);
     /* True when the bk kernels can run op (chunks is not consulted). */
     bool (*bk_fits)(const struct cv__bk_op *op);
     /* Units of a bk op: (group of output channels, group of input channels) pairs. */

@@ -1605,6 +1605,8 @@ static void wino_run(const struct cv__corr_op *op, int64_t lo, int64_t hi) {
     }
 }
 
+#include "corr2d_rwino.h"
+
 /* ---- the table ---------------------------------------------------------------------------- */
 
 #define CV__CAT2(a, b) a##b
@@ -1618,6 +1620,9 @@ const struct cv__isa CV__CAT(cv__isa_, CV__KERN_NAME) = {
     .corr_run = corr_run,
     .wino_items = wino_items,
     .wino_run = wino_run,
+    .rw_fits = rw_fits,
+    .rw_items = rw_items,
+    .rw_run = rw_run,
     .bk_fits = bk_fits,
     .bk_units = bk_units,
     .bk_run = bk_run,

@@ -536,6 +536,12 @@ static const struct shape_case shape_cases[] = {
     {1, 16, 10, 10, 16, 3, 3, PAD(0), "winograd 8x8 output (direct kernels on AVX-512)"},
     {2, 24, 7, 70, 18, 3, 3, GEOM(2, 1, 0, 2, 1, 1, 1, 1), "winograd wide rows, odd height"},
     {1, 2, 12, 29, 3, 3, 3, GEOM(0, 1, 1, 0, 1, 2, 1, 1), "column stride 2: plain loops"},
+    /* 5 columns, stride and dilation 1, >= 4 output channels: row Winograd F(4, 5). */
+    {1, 3, 23, 300, 16, 5, 5, PAD(2), "row winograd 3 -> 16: strips, edge copies"},
+    {2, 4, 37, 70, 6, 3, 5, GEOM(1, 2, 0, 3, 1, 1, 1, 1), "row winograd 4 -> 6 asymmetric"},
+    {1, 6, 19, 600, 5, 3, 5, PAD(1), "row winograd: the ring holds part of a row"},
+    {3, 2, 9, 41, 4, 1, 5, PAD(0), "row winograd 1x5, sources read in place"},
+    {1, 5, 30, 133, 9, 4, 5, GEOM(3, 0, 4, 4, 1, 1, 1, 1), "row winograd: dX too (9 -> 5)"},
     /* Too large for the kernels' stack scratch: plain loops. */
     {1, 1, 2, 10005, 1, 1, 3, GEOM(0, 0, 0, 0, 1, 1, 1, 5000), "window wider than the slab"},
     {1, 1, 20, 20, 1, 17, 17, PAD(0), "289 taps"},
@@ -637,21 +643,23 @@ START_TEST(test_corr2d_shape_classes) {
 }
 END_TEST
 
-START_TEST(test_corr2d_winograd_no_bias) {
-    /* The Winograd path without a bias, under every variant, against the double reference. */
-    rng_state = 0x5eed000a;
-    struct cv_tensor x = make_tensor(2, 20, 11, 23), k = make_tensor(18, 20, 3, 3);
-    struct cv_tensor y = make_tensor(2, 18, 11, 23);
+/* A forward pass without a bias, under every variant and with 1 and 2 threads, against the
+ * double reference: the Winograd paths fold the bias into their transforms. */
+static void check_no_bias(int64_t n, int64_t c, int64_t h, int64_t w, int64_t co, int64_t kh,
+                          int64_t kw, const struct cv_conv2d_geom *g) {
+    int64_t oh, ow;
+    ck_assert_int_eq(cv_corr2d_out_shape(h, w, kh, kw, g, &oh, &ow), CV_OK);
+    struct cv_tensor x = make_tensor(n, c, h, w), k = make_tensor(co, c, kh, kw);
+    struct cv_tensor y = make_tensor(n, co, oh, ow);
     fill_random(&x), fill_random(&k);
-    const struct cv_conv2d_geom g = PAD(1);
     const int64_t nx = cv_tensor_numel(&x), nk = cv_tensor_numel(&k), ny = cv_tensor_numel(&y);
     double *xd = to_double(x.data, nx, false), *xa = to_double(x.data, nx, true);
     double *kd = to_double(k.data, nk, false), *ka = to_double(k.data, nk, true);
     double *want = malloc((size_t)ny * sizeof(double)),
            *scale = malloc((size_t)ny * sizeof(double));
     ck_assert(want && scale);
-    cv_ref_corr2d_forward(xd, shape_of(&x), kd, shape_of(&k), NULL, &g, want);
-    cv_ref_corr2d_forward(xa, shape_of(&x), ka, shape_of(&k), NULL, &g, scale);
+    cv_ref_corr2d_forward(xd, shape_of(&x), kd, shape_of(&k), NULL, g, want);
+    cv_ref_corr2d_forward(xa, shape_of(&x), ka, shape_of(&k), NULL, g, scale);
     enum cv_corr2d_isa isas[4];
     const int nisa = isas_available(isas);
     for (int q = 0; q < nisa; q++) {
@@ -659,13 +667,20 @@ START_TEST(test_corr2d_winograd_no_bias) {
         for (int t = 1; t <= 2; t++) {
             for (int64_t e = 0; e < ny; e++)
                 y.data[e] = NAN;
-            ck_assert_int_eq(cv_corr2d_forward(&x, &k, NULL, &g, &y, t), CV_OK);
+            ck_assert_int_eq(cv_corr2d_forward(&x, &k, NULL, g, &y, t), CV_OK);
             assert_close_scaled(y.data, want, scale, ny, 1e-5, cv_corr2d_isa_name(isas[q]));
         }
     }
     ck_assert_int_eq(cv_corr2d_set_isa(CV_CORR2D_ISA_AUTO), CV_OK);
     free(xd), free(xa), free(kd), free(ka), free(want), free(scale);
     cv_tensor_free(&x), cv_tensor_free(&k), cv_tensor_free(&y);
+}
+
+START_TEST(test_corr2d_winograd_no_bias) {
+    rng_state = 0x5eed000a;
+    const struct cv_conv2d_geom g = PAD(1), g2 = PAD(2);
+    check_no_bias(2, 20, 11, 23, 18, 3, 3, &g); /* F(2x2, 3x3) */
+    check_no_bias(2, 3, 17, 150, 7, 5, 5, &g2); /* row F(4, 5) */
 }
 END_TEST
 
@@ -693,6 +708,30 @@ START_TEST(test_corr2d_isas_random) {
                 break;
         }
         check_shape_case(&sc, 1e-6);
+    }
+}
+END_TEST
+
+START_TEST(test_corr2d_row_winograd_random) {
+    /* Random shapes for the row Winograd F(4, 5) kernels (5 columns, stride and dilation 1,
+     * >= 4 output channels): widths land anywhere in a strip and its edge copies, paddings
+     * reach past both sides, and the input gradient (5 columns too) often takes it as well. */
+    rng_state = 0x5eed000b;
+    for (int cse = 0; cse < 40; cse++) {
+        const int64_t pl = rng_int(0, 5), pr = rng_int(0, 5);
+        const int64_t w = rng_int(5 > pl + pr ? 5 - pl - pr : 1, 300);
+        const int64_t kh = rng_int(1, 5), pt = rng_int(0, 2), pb = rng_int(0, 2);
+        const int64_t h = rng_int(kh > pt + pb ? kh - pt - pb : 1, 24);
+        const struct shape_case sc = {rng_int(1, 2),
+                                      rng_int(1, 6),
+                                      h,
+                                      w,
+                                      rng_int(4, 9),
+                                      kh,
+                                      5,
+                                      GEOM(pt, pb, pl, pr, 1, 1, 1, 1),
+                                      "row winograd random"};
+        check_shape_case(&sc, 1e-5);
     }
 }
 END_TEST
@@ -1228,6 +1267,7 @@ static Suite *compute_suite(void) {
                         (int)(sizeof shape_cases / sizeof shape_cases[0]));
     tcase_add_test(tc, test_corr2d_isas_random);
     tcase_add_test(tc, test_corr2d_winograd_no_bias);
+    tcase_add_test(tc, test_corr2d_row_winograd_random);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("loss");
