@@ -1,12 +1,14 @@
 /* float32 corr2d forward and backward: shape checks, path selection and threading.
  *
- * Two paths compute the same sums:
+ * Three paths compute the same sums:
  *  - the vectorised kernels (corr2d_impl.h, corr2d_kern.h), compiled for AVX-512, AVX2 and the
  *    baseline ISA and picked at run time with __builtin_cpu_supports (cv_corr2d_set_isa can force
  *    one). They cover stride_w 1 (and, for the input gradient, stride 1): every kernel size,
  *    padding, dilation, channel count and odd width;
- *  - for the forward pass with 3x3 kernels, stride 1, dilation 1 and >= 16 channels each way,
- *    Winograd F(2x2, 3x3) kernels from the same tables (wino_fits), 2.25x fewer multiplies;
+ *    Among them, two fast-algorithm kernels for the forward pass and the input gradient
+ *    (corr_dispatch): Winograd F(2x2, 3x3) for 3x3 kernels, stride 1, dilation 1 and >= 16
+ *    channels each way (wino_fits, 2.25x fewer multiplies), and the row Winograd F(4, 5) for
+ *    5-column kernels with >= 4 output channels (corr2d_rwino.h, 2.5x fewer);
  *  - the generic loops below, which take everything else (column strides, windows too wide for
  *    the kernels' stack scratch): for each kernel tap they compute once the range of columns
  *    whose source pixel lies inside the unpadded input, so the inner loop has no branches.
@@ -222,12 +224,24 @@ static void corr_parallel(corr_items_fn items_of, corr_run_fn run, const struct 
     }
 }
 
+/* Whether a corr op takes the Winograd F(2x2, 3x3) kernels: 3x3 kernels, stride 1, dilation 1,
+ * enough channels for its GEMMs to beat the direct kernels. They use 2.25x fewer multiplies;
+ * the transforms add rounding of the order of a few ulps of the inputs' scale. */
+static bool wino_fits(const struct cv__isa *isa, const struct cv__corr_op *op) {
+    if (op->kh != 3 || op->kw != 3 || op->stride_h != 1 || op->dil_h != 1 || op->dil_w != 1 ||
+        op->sc < 16 || op->dc < 16 || op->dst_h < 8 || op->dst_w < 8)
+        return false;
+    /* Tiles run in vectors along a tile row: at least 40% of the lanes must be used. */
+    const int64_t tw = (op->dst_w + 1) / 2;
+    const int64_t lanes = (tw + isa->vl - 1) / isa->vl * isa->vl;
+    return tw * 5 >= lanes * 2;
+}
+
 /* Runs a corr op on the fastest kernel of isa that can take it; false when none can (the
- * caller then takes the plain loops). wino applies Winograd F(2x2, 3x3) (forward only: see
- * wino_fits). */
-static bool corr_dispatch(const struct cv__isa *isa, struct cv__corr_op *op, bool wino,
-                          int64_t macs, int n_threads) {
-    if (wino) {
+ * caller then takes the plain loops). */
+static bool corr_dispatch(const struct cv__isa *isa, struct cv__corr_op *op, int64_t macs,
+                          int n_threads) {
+    if (wino_fits(isa, op)) {
         corr_parallel(isa->wino_items, isa->wino_run, op, macs, n_threads);
         return true;
     }
@@ -243,20 +257,6 @@ static bool corr_dispatch(const struct cv__isa *isa, struct cv__corr_op *op, boo
 }
 
 /* ---- forward ------------------------------------------------------------------------------ */
-
-/* Whether the forward pass takes the Winograd F(2x2, 3x3) kernels: 3x3 kernels, stride 1,
- * dilation 1, enough channels for its GEMMs to beat the direct kernels. They use 2.25x fewer
- * multiplies; the transforms add rounding of the order of a few ulps of the inputs' scale. */
-static bool wino_fits(const struct cv__isa *isa, const struct corr2d_dims *d,
-                      const struct cv_conv2d_geom *g) {
-    if (d->kh != 3 || d->kw != 3 || g->stride_h != 1 || g->stride_w != 1 || g->dil_h != 1 ||
-        g->dil_w != 1 || d->c < 16 || d->co < 16 || d->oh < 8 || d->ow < 8)
-        return false;
-    /* Tiles run in vectors along a tile row: at least 40% of the lanes must be used. */
-    const int64_t tw = (d->ow + 1) / 2;
-    const int64_t lanes = (tw + isa->vl - 1) / isa->vl * isa->vl;
-    return tw * 5 >= lanes * 2;
-}
 
 /* Output row r of the flattened (n, o, i) rows. */
 static void forward_row(const float *x, const float *k, const float *bias,
@@ -333,7 +333,7 @@ int cv_corr2d_forward(const struct cv_tensor *x, const struct cv_tensor *k, cons
             .dil_h = g->dil_h,
             .dil_w = g->dil_w,
         };
-        if (corr_dispatch(isa, &op, wino_fits(isa, &d, g), macs, n_threads))
+        if (corr_dispatch(isa, &op, macs, n_threads))
             return CV_OK;
     }
     if (run_serial(macs, n_threads)) {
@@ -428,7 +428,7 @@ int cv_corr2d_backward_input(const struct cv_tensor *dy, const struct cv_tensor 
             .dil_h = g->dil_h,
             .dil_w = g->dil_w,
         };
-        if (corr_dispatch(isa, &op, false, macs, n_threads))
+        if (corr_dispatch(isa, &op, macs, n_threads))
             return CV_OK;
     }
     if (run_serial(macs, n_threads)) {

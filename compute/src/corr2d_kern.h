@@ -1454,7 +1454,8 @@ static void wino_kernel_transform(const struct cv__corr_op *op, int64_t o0, int6
                 const float *g = op->w + o * op->w_os + (c0 + cc) * op->w_cs;
                 float gg[4][3]; /* G g */
                 for (int b = 0; b < 3; b++) {
-                    const float g0 = g[b], g1 = g[op->w_as + b], g2 = g[2 * op->w_as + b];
+                    const float *gb = g + b * op->w_bs;
+                    const float g0 = gb[0], g1 = gb[op->w_as], g2 = gb[2 * op->w_as];
                     gg[0][b] = g0;
                     gg[1][b] = 0.5f * (g0 + g1 + g2);
                     gg[2][b] = 0.5f * (g0 - g1 + g2);
