@@ -28,6 +28,7 @@
 #include "convd/status.h"
 #include "convd/tensor.h"
 #include "convd/train.h"
+#include "peak.h"
 
 /* ---- options ------------------------------------------------------------------------------ */
 
@@ -56,7 +57,8 @@ static void usage(void) {
             "         [--repeats R] [--warmup W] [--json]\n"
             "       convd-bench train --input N,C,H,W --kernel Cout,C,kh,kw [--bias]\n"
             "         [--padding P] [--steps S] [--threads T] [--loss mse|sse] [--lr LR]\n"
-            "         [--isa ...] [--json]\n");
+            "         [--isa ...] [--json]\n"
+            "       convd-bench peak [--threads T] [--json]   (the FMA peak, GFLOP/s)\n");
 }
 
 static bool parse_dims(const char *s, int64_t out[4]) {
@@ -104,7 +106,8 @@ static bool parse_opts(int argc, char **argv, struct bench_opts *o) {
     if (argc < 2)
         return false;
     o->cmd = argv[1];
-    if (strcmp(o->cmd, "corr2d") != 0 && strcmp(o->cmd, "train") != 0)
+    const bool peak = strcmp(o->cmd, "peak") == 0;
+    if (strcmp(o->cmd, "corr2d") != 0 && strcmp(o->cmd, "train") != 0 && !peak)
         return false;
     bool have_in = false, have_ker = false;
     for (int q = 2; q < argc; q++) {
@@ -155,7 +158,7 @@ static bool parse_opts(int argc, char **argv, struct bench_opts *o) {
             return false;
         }
     }
-    return have_in && have_ker && o->in[1] == o->ker[1];
+    return peak || (have_in && have_ker && o->in[1] == o->ker[1]);
 }
 
 /* ---- helpers ------------------------------------------------------------------------------ */
@@ -439,6 +442,18 @@ static int bench_train(const struct bench_opts *o) {
     return 0;
 }
 
+/* The FMA peak over ~0.5 s: the ceiling of this run, measured beside the kernels. */
+static int bench_peak(const struct bench_opts *o) {
+    const char *isa;
+    const double gflops = cv_bench_peak_gflops(o->threads, 0.5, &isa);
+    if (o->json)
+        printf("{\"bench\":\"peak\",\"isa\":\"%s\",\"threads\":%d,\"gflops\":%.1f}\n", isa,
+               o->threads, gflops);
+    else
+        printf("peak (%s, %d threads): %.1f GFLOP/s\n", isa, o->threads, gflops);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     struct bench_opts o;
     if (!parse_opts(argc, argv, &o)) {
@@ -449,5 +464,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "convd-bench: this CPU cannot run --isa %s\n", cv_corr2d_isa_name(o.isa));
         return 2;
     }
+    if (strcmp(o.cmd, "peak") == 0)
+        return bench_peak(&o);
     return strcmp(o.cmd, "corr2d") == 0 ? bench_corr2d(&o) : bench_train(&o);
 }

@@ -28,6 +28,7 @@ assert not missing, "missing keys %s in %s" % (missing, d)' "$@"
   --repeats 1 --json | check median_ms min_ms max_ms gflops
 "$bench" train --input 1,1,12,12 --kernel 1,1,3,3 --bias --steps 3 --threads 1 --json |
   check bench threads steps ms_per_step median_ms
+"$bench" peak --threads 1 --json | check bench isa threads gflops
 # Bad arguments are refused with status 2.
 if "$bench" corr2d --input 1,1,4 --kernel 1,1,3,3 2>/dev/null; then
   echo "accepted a bad --input"; exit 1

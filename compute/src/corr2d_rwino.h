@@ -30,25 +30,24 @@
 #define RW_Q 2
 #define RW_X 2
 #endif
-#define RW_STRIP  (RW_M * RW_Q * VL) /* output columns of a strip */
-#define RW_SRC_W  (RW_STRIP + 4)     /* source columns a strip reads */
-#define RW_ROW    (RW_STRIP + VL)    /* floats of the padded copy of a strip's source row */
-#define RW_V_C    (RW_N * RW_Q * VL) /* floats of V per (source row, channel) */
-#define RW_RING   CV__SLAB_FLOATS    /* floats of the V ring: kh x channels x RW_V_C */
-#define RW_U      8192               /* floats of U: output channels x channels x kh x RW_N */
-#define RW_ROWS   16                 /* output rows per work item, when there are enough */
-#define RW_ITEMS  32                 /* work items to aim for (a few per thread) */
-#define RW_KH_MAX 64                 /* kernel rows */
+#define RW_STRIP (RW_M * RW_Q * VL) /* output columns of a strip */
+#define RW_SRC_W (RW_STRIP + 4)     /* source columns a strip reads */
+#define RW_ROW   (RW_STRIP + VL)    /* floats of the padded copy of a strip's source row */
+#define RW_V_C   (RW_N * RW_Q * VL) /* floats of V per (source row, channel) */
+#define RW_RING  CV__SLAB_FLOATS    /* floats of the V ring: kh x channels x RW_V_C */
+#define RW_U     8192               /* floats of U: output channels x channels x kh x RW_N */
+#define RW_ROWS  16                 /* output rows per work item, when there are enough */
+#define RW_ITEMS 32                 /* work items to aim for (a few per thread) */
+#define RW_TAPS  64                 /* (channel, kernel row) pairs: the V ring's bound */
 
 /* Whether the kernels can run op (its V ring and U fit their scratch) and should: with fewer
  * than 4 output channels the register tile's channel block would be mostly padding, and the
  * direct kernels win. */
 static bool rw_fits(const struct cv__corr_op *op) {
-    if (op->kw != 5 || op->dil_w != 1 || op->stride_h != 1 || op->dil_h != 1 ||
-        op->kh > RW_KH_MAX || op->dc < 4)
+    if (op->kw != 5 || op->dil_w != 1 || op->stride_h != 1 || op->dil_h != 1 || op->dc < 4)
         return false;
     const int64_t nct = op->sc * op->kh;
-    return nct * RW_V_C <= RW_RING && round_up(op->dc, RW_P) * nct * RW_N <= RW_U;
+    return nct <= RW_TAPS && nct * RW_V_C <= RW_RING && round_up(op->dc, RW_P) * nct * RW_N <= RW_U;
 }
 
 /* Output rows per work item: RW_ROWS, fewer when that leaves too few items, never below 8
@@ -212,12 +211,12 @@ static void rw_input_row(const struct cv__corr_op *op, int64_t n, int64_t xr, in
 }
 
 /* M for output channels [o0, o0 + RW_P) of one output row: m[((p * RW_Q + q) * RW_N + xi) *
- * VL] = sum over (c, a) of U[o0 + p][c][a][xi] * V(rows[a])[c][xi][q], plus the bias at
+ * VL] = sum over (c, a) of U[o0 + p][c][a][xi] * V(taps[c * kh + a])[xi][q], plus the bias at
  * xi = 1. Not inlined, like rw_output: inlined together, the constants of one stay in
  * registers through the other's loops and the accumulators spill. The tile loops are unrolled
  * in full (GCC -O2 leaves larger tiles as loops over accumulators in memory). */
 __attribute__((noinline)) static void rw_gemm(const struct cv__corr_op *op, int64_t o0,
-                                              const float *u, const float *const *rows, float *m) {
+                                              const float *u, const float *const *taps, float *m) {
     const int64_t nct = op->sc * op->kh;
     float b[RW_P];
     for (int p = 0; p < RW_P; p++)
@@ -232,24 +231,23 @@ __attribute__((noinline)) static void rw_gemm(const struct cv__corr_op *op, int6
                 for (int x = 0; x < RW_X; x++)
                     acc[p][q][x] = xb + x == 1 ? v_set1(b[p]) : v_zero();
         const float *up = u + o0 * nct * RW_N + xb;
-        for (int64_t c = 0; c < op->sc; c++) {
-            for (int64_t a = 0; a < op->kh; a++, up += RW_N) {
-                const float *vp = rows[a] + c * RW_V_C + xb * RW_Q * VL;
-                vf v[RW_X][RW_Q];
+        /* One flat loop over (c, a): short nested loops cost a mispredicted exit each. */
+        for (int64_t t = 0; t < nct; t++, up += RW_N) {
+            const float *vp = taps[t] + xb * RW_Q * VL;
+            vf v[RW_X][RW_Q];
 #pragma GCC unroll 16
-                for (int x = 0; x < RW_X; x++)
+            for (int x = 0; x < RW_X; x++)
+#pragma GCC unroll 16
+                for (int q = 0; q < RW_Q; q++)
+                    v[x][q] = v_load(vp + (x * RW_Q + q) * VL);
+#pragma GCC unroll 16
+            for (int p = 0; p < RW_P; p++) {
+#pragma GCC unroll 16
+                for (int x = 0; x < RW_X; x++) {
+                    const vf w = v_set1(up[p * nct * RW_N + x]);
 #pragma GCC unroll 16
                     for (int q = 0; q < RW_Q; q++)
-                        v[x][q] = v_load(vp + (x * RW_Q + q) * VL);
-#pragma GCC unroll 16
-                for (int p = 0; p < RW_P; p++) {
-#pragma GCC unroll 16
-                    for (int x = 0; x < RW_X; x++) {
-                        const vf w = v_set1(up[p * nct * RW_N + x]);
-#pragma GCC unroll 16
-                        for (int q = 0; q < RW_Q; q++)
-                            acc[p][q][x] = v_fma(w, v[x][q], acc[p][q][x]);
-                    }
+                        acc[p][q][x] = v_fma(w, v[x][q], acc[p][q][x]);
                 }
             }
         }
@@ -293,7 +291,7 @@ static void rw_run(const struct cv__corr_op *op, int64_t lo, int64_t hi) {
     float ring[RW_RING];
     float m[RW_P * RW_Q * RW_N * VL];
     float row[RW_ROW];
-    const float *rows[RW_KH_MAX];
+    const float *taps[RW_TAPS];
     rw_kernel_transform(op, u);
     const int64_t kh = op->kh, per = op->sc * RW_V_C; /* V floats of one (row, strip) */
     const int64_t rb = rw_rows(op), nblk = (op->dst_h + rb - 1) / rb;
@@ -320,9 +318,11 @@ static void rw_run(const struct cv__corr_op *op, int64_t lo, int64_t hi) {
                                  row, fresh + s * per);
                 for (int64_t s = 0; s < ns; s++) {
                     for (int64_t a = 0; a < kh; a++)
-                        rows[a] = ring + (i - i0 + a) % kh * slot + s * per;
+                        for (int64_t c = 0; c < op->sc; c++)
+                            taps[c * kh + a] =
+                                ring + (i - i0 + a) % kh * slot + s * per + c * RW_V_C;
                     for (int64_t o0 = 0; o0 < dcp; o0 += RW_P) {
-                        rw_gemm(op, o0, u, rows, m);
+                        rw_gemm(op, o0, u, taps, m);
                         rw_output(op, n, o0, i, (s0 + s) * RW_STRIP, m);
                     }
                 }
