@@ -47,6 +47,14 @@ log=${out%.md}.jsonl
   echo "{\"meta\":\"start\",\"load\":\"$(cut -d' ' -f1-3 /proc/loadavg)\",\"date\":\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\"}"
 } >>"$log"
 
+# The FMA peak on 1 and on $threads threads, at the start and at the end: the ceiling of this
+# run (a host that shares or throttles the cores shows up here).
+peak() {
+  "$bench" peak --threads 1 --json >>"$log"
+  "$bench" peak --threads "$threads" --json >>"$log"
+}
+peak
+
 for r in $(seq 1 "$rounds"); do
   for c in "${cases[@]}"; do
     IFS='|' read -r in ker pad <<<"$c"
@@ -80,6 +88,7 @@ for r in $(seq 1 "$rounds"); do
   "${warm[@]}" "$py" "$here/torch_bench.py" train --input "$in" --kernel "$ker" --bias \
     --padding "$pad" --steps 200 --threads "$threads" --label torch-warm >>"$log"
 done
+peak
 echo "{\"meta\":\"end\",\"load\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}" >>"$log"
 
 "$py" "$here/report.py" "$log" "$threads" >"$out"

@@ -47,12 +47,15 @@ def key(d):
 
 def main():
     log, threads = sys.argv[1], sys.argv[2]
-    best, meta = {}, {}
+    best, meta, peaks = {}, {}, []
     for line in open(log):
         line = line.strip()
         if not line:
             continue
         d = json.loads(line)
+        if d.get("bench") == "peak":
+            peaks.append(d)
+            continue
         if "meta" in d:
             meta[d["meta"]] = d
             continue
@@ -135,12 +138,13 @@ def main():
             if d is None:
                 return "–"
             ratio = d["median_ms"] / ms
+            shown = f"{ratio:.2f}x" if ratio < 10 else f"{ratio:.1f}x"
             if target is None:
-                return f"{ratio:.1f}x"
+                return shown
             t = tally[d["impl"]]
             t[0] += ratio >= target
             t[1] += 1
-            return f"{ratio:.1f}x {'✓' if ratio >= target else '✗'}"
+            return f"{shown} {'✓' if ratio >= target else '✗'}"
 
         row = f"| {shape} | {ms:.3f} ({fast['min_ms']:.3f}) | "
         row += f"{naive['median_ms']:.1f} | " if naive else "– | "
@@ -165,12 +169,24 @@ def main():
         "`convd-bench --impl naive`: the definition as a plain direct loop with a bounds check "
         "per tap, output rows split over the same threads. GFLOP/s counts 2 flops per "
         f"multiply-add. The bound is max(flops / {PEAK_GFLOPS:g} GFLOP/s, bytes / {MEM_GBS:g} GB/s) "
-        "with every tensor read or written once, so above 100% means the data came from cache. "
-        "233 GFLOP/s is the issue's figure; a zmm FMA micro-benchmark reached 264 GFLOP/s on one "
-        "core of this CPU (two 512-bit FMAs per cycle), so the true 2-core peak is about 2.3x "
-        "that and the compute-bound rows are further from it than their % suggests (measured "
-        "once, with a loop of independent FMAs, when this benchmark was written)."
+        "with every tensor read or written once, so above 100% means the data came from cache; "
+        f"{PEAK_GFLOPS:g} GFLOP/s is the issue's figure. GFLOP/s and % of bound count the flops of "
+        "the definition, so for the Winograd paths they are effective rates: F(2x2,3x3) (3x3 "
+        "kernels, >= 16 channels each way) does 2.25x fewer multiply-adds and the row F(4,5) "
+        "(5-column kernels, >= 4 output channels) 2.5x fewer."
     )
+    if peaks:
+        half = len(peaks) // 2
+        def peak_s(ds):
+            return ", ".join(f"{d['gflops']:.0f} GFLOP/s on {d['threads']} thread{'s' if d['threads'] > 1 else ''}" for d in ds)
+        out.append("")
+        out.append(
+            f"FMA peak measured in this run (`convd-bench peak`: independent {peaks[0]['isa']} FMA "
+            f"chains in registers): {peak_s(peaks[:half])} at the start, {peak_s(peaks[half:])} at "
+            "the end. When the threads reach little more than one thread's peak, the host ran "
+            "this machine's cores on one physical core (or took one away) for that moment, and "
+            "every multi-threaded number of the run is pulled down with it."
+        )
     print("\n".join(out))
 
 
