@@ -106,6 +106,13 @@ void cv_pool_counts(struct cv_pool *pool, int *queued, int *running) {
     pthread_mutex_unlock(&pool->mu);
 }
 
+bool cv_pool_admits(struct cv_pool *pool) {
+    pthread_mutex_lock(&pool->mu);
+    const bool ok = !pool->stopping && pool->len < pool->cap;
+    pthread_mutex_unlock(&pool->mu);
+    return ok;
+}
+
 void cv_pool_free(struct cv_pool *pool) {
     if (pool == NULL)
         return;

@@ -114,6 +114,10 @@ int cv_pool_submit(struct cv_pool *pool, cv_pool_fn fn, void *arg);
 /* Items queued and items running right now (for drain and metrics). */
 void cv_pool_counts(struct cv_pool *pool, int *queued, int *running);
 
+/* True when a cv_pool_submit now would be accepted: the pool is not stopping and its queue has
+ * room. Callers that run tiny work themselves use it to refuse work as the pool would. */
+bool cv_pool_admits(struct cv_pool *pool);
+
 /* Stops taking work, lets the workers finish what is queued, joins them and frees the pool.
  * NULL-safe. */
 void cv_pool_free(struct cv_pool *pool);

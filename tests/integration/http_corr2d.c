@@ -172,9 +172,60 @@ START_TEST(test_batch) {
 }
 END_TEST
 
+/* The ramp x[i][j] = ((7i + 3j) % 11) - 5 as a nested n x n array, and its corr2d with
+ * k = [[1,2,0],[-1,0,3],[2,-2,1]] at (i, j): integers, so exact in float32. */
+static char *ramp_body(int n) {
+    size_t cap = (size_t)n * n * 4 + 128, len = 0;
+    char *b = malloc(cap);
+    ck_assert_ptr_nonnull(b);
+    len += (size_t)snprintf(b + len, cap - len, "{\"input\":[");
+    for (int i = 0; i < n; i++) {
+        b[len++] = i ? ',' : '[';
+        if (i)
+            b[len++] = '[';
+        for (int j = 0; j < n; j++)
+            len += (size_t)snprintf(b + len, cap - len, "%s%d", j ? "," : "",
+                                    (7 * i + 3 * j) % 11 - 5);
+        b[len++] = ']';
+    }
+    snprintf(b + len, cap - len, "],\"kernel\":[[1,2,0],[-1,0,3],[2,-2,1]]}");
+    return b;
+}
+
+static double ramp_out(int i, int j) {
+    static const int k[3][3] = {{1, 2, 0}, {-1, 0, 3}, {2, -2, 1}};
+    double s = 0;
+    for (int a = 0; a < 3; a++)
+        for (int c = 0; c < 3; c++)
+            s += k[a][c] * ((7 * (i + a) + 3 * (j + c)) % 11 - 5);
+    return s;
+}
+
+START_TEST(test_inline_and_pool_agree) {
+    /* A tiny /corr2d runs on the connection's thread, a larger one on the worker pool
+     * (routes.c, CV_INLINE_MACS_MAX = 65536 multiply-adds): both give the exact answer. */
+    const int sizes[] = {40, 130}; /* 38*38*9 = 12996 and 128*128*9 = 147456 multiply-adds */
+    for (int q = 0; q < 2; q++) {
+        const int n = sizes[q], m = n - 2;
+        char *body = ramp_body(n);
+        double *want = malloc((size_t)m * m * sizeof(double));
+        ck_assert_ptr_nonnull(want);
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < m; j++)
+                want[i * m + j] = ramp_out(i, j);
+        json_t *j = cv_post_ok("/corr2d", body);
+        cv_check_nested(json_object_get(j, "output"), 2, (int[]){m, m}, want, 0);
+        json_decref(j);
+        free(want);
+        free(body);
+    }
+}
+END_TEST
+
 TCase *cv_tcase_corr2d(void) {
     TCase *tc = cv_tcase("corr2d", true);
     tcase_add_test(tc, test_seed_exact);
+    tcase_add_test(tc, test_inline_and_pool_agree);
     tcase_add_test(tc, test_bias);
     tcase_add_test(tc, test_edge_explicit);
     tcase_add_test(tc, test_edge_named);
