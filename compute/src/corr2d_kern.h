@@ -1361,14 +1361,18 @@ static double sqerr(const float *yh, const float *y, float *g, float scale, bool
 /* ---- Winograd F(2x2, 3x3) forward (stride 1, dilation 1, 3x3 kernels) -------------------- */
 
 /* Tiles per block (one vector of tiles along a tile row), output channels per item and per
- * register group, input channels per chunk. Scratch: U 16*WG_CB*WG_OB + V 16*WG_CB*VL
- * + M 16*WG_NO*VL + 4 padded rows, at most 113 KiB (AVX-512). */
+ * register group, tile blocks per register group, input channels per chunk. The GEMM keeps
+ * WG_NO x WG_Q accumulators: per input channel WG_Q vector loads and WG_NO broadcasts feed
+ * WG_NO * WG_Q FMAs (8 x 2 on AVX-512: 10 loads per 16 FMAs, where 16 x 1 took 17). Scratch:
+ * U 16*WG_CB*WG_OB + V 16*WG_CB*WG_Q*VL + M 16*WG_NO*WG_Q*VL + 4 padded rows, at most 82 KiB
+ * (AVX-512). */
 #define WG_OB 32
 #define WG_CB 16
-#if CV__KERN_ISA == CV__AVX512
-#define WG_NO 16
-#else
 #define WG_NO 8
+#if CV__KERN_ISA == CV__AVX512
+#define WG_Q 2
+#else
+#define WG_Q 1
 #endif
 #define WG_RW        (2 * VL + 2) /* floats of one padded input row of a tile block */
 #define WG_RS        (3 * VL)     /* their stride: whole vectors */
@@ -1477,61 +1481,93 @@ static void wino_kernel_transform(const struct cv__corr_op *op, int64_t o0, int6
 
 /* V[pos][cc][t] = (B^T d B)[pos] for the VL tiles starting at tile (tr, tc0) of image n. */
 static void wino_input_transform(const struct cv__corr_op *op, int64_t n, int64_t c0, int cb,
-                                 int64_t tr, int64_t tc0, float *rows, float *v) {
+                                 int64_t tr, int64_t tc0, float *rows, float *v, int blk) {
     const int64_t col0 = 2 * tc0 + op->off_w;
     int64_t lo = -col0, hi = op->src_w - col0;
     lo = lo < 0 ? 0 : lo > WG_RW ? WG_RW : lo;
     hi = hi > WG_RW ? WG_RW : hi < lo ? lo : hi;
+    /* Rows are read in place when the window lies inside them; only edge windows are copied
+     * (reading a just-stored copy at an offset of 2 floats cannot be store-forwarded, a stall
+     * per load), and rows outside the source read a constant zero row. */
+    static const float zero_row[WG_RS];
+    const bool inside = lo == 0 && hi == WG_RW;
     for (int cc = 0; cc < cb; cc++) {
         const float *plane = op->src + (n * op->sc + c0 + cc) * op->src_h * op->src_w;
+        const float *pr[4];
         for (int r = 0; r < 4; r++) {
-            float *d = rows + r * WG_RS;
             const int64_t xr = 2 * tr + op->off_h + r;
-            const bool in = xr >= 0 && xr < op->src_h;
-            const float *src = plane + (in ? xr : 0) * op->src_w + col0;
+            const float *src = plane + xr * op->src_w + col0;
+            if (xr < 0 || xr >= op->src_h || hi == lo) {
+                pr[r] = zero_row;
+                continue;
+            }
+            if (inside) {
+                pr[r] = src;
+                continue;
+            }
+            float *d = rows + r * WG_RS;
             for (int q = 0; q < WG_RS; q += VL) {
                 const int64_t l = min64(max64(lo - q, 0), VL), e = min64(max64(hi - q, 0), VL);
-                v_store(d + q,
-                        in && e > l ? v_load_lanes(src + q + l, (int)l, (int)(e - l)) : v_zero());
+                vf x = v_zero();
+                if (l == 0 && e == VL)
+                    x = v_load(src + q);
+                else if (e > l)
+                    x = v_load_lanes(src + q + l, (int)l, (int)(e - l));
+                v_store(d + q, x);
             }
+            pr[r] = d;
         }
         vf t[4][4];
         for (int j = 0; j < 4; j++) {
-            const vf d0 = v_load_stride2(rows + 0 * WG_RS + (j & 2), j & 1);
-            const vf d1 = v_load_stride2(rows + 1 * WG_RS + (j & 2), j & 1);
-            const vf d2 = v_load_stride2(rows + 2 * WG_RS + (j & 2), j & 1);
-            const vf d3 = v_load_stride2(rows + 3 * WG_RS + (j & 2), j & 1);
+            const vf d0 = v_load_stride2(pr[0] + (j & 2), j & 1);
+            const vf d1 = v_load_stride2(pr[1] + (j & 2), j & 1);
+            const vf d2 = v_load_stride2(pr[2] + (j & 2), j & 1);
+            const vf d3 = v_load_stride2(pr[3] + (j & 2), j & 1);
             t[0][j] = d0 - d2;
             t[1][j] = d1 + d2;
             t[2][j] = d2 - d1;
             t[3][j] = d1 - d3;
         }
         for (int r = 0; r < 4; r++) {
-            float *vp = v + (r * 4 * WG_CB + cc) * VL;
-            v_store(vp + 0 * WG_CB * VL, t[r][0] - t[r][2]);
-            v_store(vp + 1 * WG_CB * VL, t[r][1] + t[r][2]);
-            v_store(vp + 2 * WG_CB * VL, t[r][2] - t[r][1]);
-            v_store(vp + 3 * WG_CB * VL, t[r][1] - t[r][3]);
+            float *vp = v + ((r * 4 * WG_CB + cc) * WG_Q + blk) * VL;
+            v_store(vp + 0 * WG_CB * WG_Q * VL, t[r][0] - t[r][2]);
+            v_store(vp + 1 * WG_CB * WG_Q * VL, t[r][1] + t[r][2]);
+            v_store(vp + 2 * WG_CB * WG_Q * VL, t[r][2] - t[r][1]);
+            v_store(vp + 3 * WG_CB * WG_Q * VL, t[r][1] - t[r][3]);
         }
     }
 }
 
-/* M[pos][k][t] = sum_cc U[pos][cc][og*WG_NO + k] * V[pos][cc][t] for output group og. */
+/* M[pos][k][q][t] = sum_cc U[pos][cc][og*WG_NO + k] * V[pos][cc][q][t] for output group og. */
 ALWAYS_INLINE void wino_gemm(const float *u, const float *v, int cb, int og, float *m) {
     for (int p = 0; p < 16; p++) {
-        vf acc[WG_NO];
+        vf acc[WG_NO][WG_Q];
+#pragma GCC unroll 16
         for (int k = 0; k < WG_NO; k++)
-            acc[k] = v_zero();
+#pragma GCC unroll 4
+            for (int q = 0; q < WG_Q; q++)
+                acc[k][q] = v_zero();
         const float *up = u + p * WG_CB * WG_OB + og * WG_NO;
-        const float *vp = v + p * WG_CB * VL;
+        const float *vp = v + p * WG_CB * WG_Q * VL;
         for (int cc = 0; cc < cb; cc++) {
-            const vf x = v_load(vp + cc * VL);
-            for (int k = 0; k < WG_NO; k++)
-                acc[k] = v_fma(v_set1(up[cc * WG_OB + k]), x, acc[k]);
+            vf x[WG_Q];
+#pragma GCC unroll 4
+            for (int q = 0; q < WG_Q; q++)
+                x[q] = v_load(vp + (cc * WG_Q + q) * VL);
+#pragma GCC unroll 16
+            for (int k = 0; k < WG_NO; k++) {
+                const vf w = v_set1(up[cc * WG_OB + k]);
+#pragma GCC unroll 4
+                for (int q = 0; q < WG_Q; q++)
+                    acc[k][q] = v_fma(w, x[q], acc[k][q]);
+            }
         }
-        float *mp = m + p * WG_NO * VL;
+        float *mp = m + p * WG_NO * WG_Q * VL;
+#pragma GCC unroll 16
         for (int k = 0; k < WG_NO; k++)
-            v_store(mp + k * VL, acc[k]);
+#pragma GCC unroll 4
+            for (int q = 0; q < WG_Q; q++)
+                v_store(mp + (k * WG_Q + q) * VL, acc[k][q]);
     }
 }
 
@@ -1541,10 +1577,10 @@ static void wino_output(const struct cv__corr_op *op, int64_t n, int64_t o, int 
                         int64_t tr, int64_t tc0, bool first) {
     vf s0[4], s1[4];
     for (int j = 0; j < 4; j++) {
-        const vf m0 = v_load(m + ((0 * 4 + j) * WG_NO + k) * VL);
-        const vf m1 = v_load(m + ((1 * 4 + j) * WG_NO + k) * VL);
-        const vf m2 = v_load(m + ((2 * 4 + j) * WG_NO + k) * VL);
-        const vf m3 = v_load(m + ((3 * 4 + j) * WG_NO + k) * VL);
+        const vf m0 = v_load(m + ((0 * 4 + j) * WG_NO + k) * WG_Q * VL);
+        const vf m1 = v_load(m + ((1 * 4 + j) * WG_NO + k) * WG_Q * VL);
+        const vf m2 = v_load(m + ((2 * 4 + j) * WG_NO + k) * WG_Q * VL);
+        const vf m3 = v_load(m + ((3 * 4 + j) * WG_NO + k) * WG_Q * VL);
         s0[j] = m0 + m1 + m2;
         s1[j] = m1 - m2 - m3;
     }
@@ -1574,8 +1610,8 @@ static void wino_output(const struct cv__corr_op *op, int64_t n, int64_t o, int 
 
 static void wino_run(const struct cv__corr_op *op, int64_t lo, int64_t hi) {
     float u[16 * WG_CB * WG_OB];
-    float v[16 * WG_CB * VL];
-    float m[16 * WG_NO * VL];
+    float v[16 * WG_CB * WG_Q * VL];
+    float m[16 * WG_NO * WG_Q * VL];
     float rows[4 * WG_RS];
     const int64_t nob = (op->dc + WG_OB - 1) / WG_OB;
     const int64_t nrg = wino_row_groups(op);
@@ -1592,13 +1628,18 @@ static void wino_run(const struct cv__corr_op *op, int64_t lo, int64_t hi) {
             const int cb = (int)min64(WG_CB, op->sc - c0);
             wino_kernel_transform(op, o0, c0, cb, u);
             for (int64_t tr = tr0; tr < tr1; tr++) {
-                for (int64_t tc0 = 0; tc0 < tw; tc0 += VL) {
-                    wino_input_transform(op, n, c0, cb, tr, tc0, rows, v);
+                for (int64_t tc0 = 0; tc0 < tw; tc0 += WG_Q * VL) {
+                    /* Tile blocks past the row's end transform zeros and are not written. */
+                    const int nq = (int)min64(WG_Q, (tw - tc0 + VL - 1) / VL);
+                    for (int q = 0; q < WG_Q; q++)
+                        wino_input_transform(op, n, c0, cb, tr, tc0 + q * VL, rows, v, q);
                     for (int og = 0; og < nog; og++) {
                         wino_gemm(u, v, cb, og, m);
                         const int64_t og0 = o0 + og * WG_NO;
                         for (int k = 0; k < WG_NO && og0 + k < op->dc; k++)
-                            wino_output(op, n, og0 + k, k, m, tr, tc0, c0 == 0);
+                            for (int q = 0; q < nq; q++)
+                                wino_output(op, n, og0 + k, k, m + q * VL, tr, tc0 + q * VL,
+                                            c0 == 0);
                     }
                 }
             }
