@@ -222,10 +222,49 @@ START_TEST(test_inline_and_pool_agree) {
 }
 END_TEST
 
+START_TEST(test_inline_box5_per_channel) {
+    /* A 5x5 box on 4 channels is a block-diagonal (4, 4, 5, 5) kernel: the row Winograd path
+     * (corr2d_rwino.h), here small enough to run on the connection's thread (25,600
+     * multiply-adds), whose stack holds the kernel's ~100 KiB of scratch. */
+    const int c = 4, n = 12, m = n - 4;
+    size_t cap = 4096, len = 0;
+    char *body = malloc(cap);
+    ck_assert_ptr_nonnull(body);
+    len += (size_t)snprintf(body + len, cap - len, "{\"input\":[");
+    for (int ch = 0; ch < c; ch++) {
+        len += (size_t)snprintf(body + len, cap - len, "%s[", ch ? "," : "");
+        for (int i = 0; i < n; i++) {
+            len += (size_t)snprintf(body + len, cap - len, "%s[", i ? "," : "");
+            for (int j = 0; j < n; j++)
+                len += (size_t)snprintf(body + len, cap - len, "%s%d", j ? "," : "",
+                                        (7 * i + 3 * j + 5 * ch) % 11 - 5);
+            len += (size_t)snprintf(body + len, cap - len, "]");
+        }
+        len += (size_t)snprintf(body + len, cap - len, "]");
+    }
+    snprintf(body + len, cap - len, "],\"kernel\":{\"name\":\"box\",\"size\":5}}");
+    double want[4 * 8 * 8];
+    for (int ch = 0; ch < c; ch++)
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < m; j++) {
+                double s = 0;
+                for (int a = 0; a < 5; a++)
+                    for (int b = 0; b < 5; b++)
+                        s += (7 * (i + a) + 3 * (j + b) + 5 * ch) % 11 - 5;
+                want[(ch * m + i) * m + j] = s / 25.0;
+            }
+    json_t *j = cv_post_ok("/corr2d", body);
+    cv_check_nested(json_object_get(j, "output"), 3, (int[]){c, m, m}, want, 1e-5);
+    json_decref(j);
+    free(body);
+}
+END_TEST
+
 TCase *cv_tcase_corr2d(void) {
     TCase *tc = cv_tcase("corr2d", true);
     tcase_add_test(tc, test_seed_exact);
     tcase_add_test(tc, test_inline_and_pool_agree);
+    tcase_add_test(tc, test_inline_box5_per_channel);
     tcase_add_test(tc, test_bias);
     tcase_add_test(tc, test_edge_explicit);
     tcase_add_test(tc, test_edge_named);
