@@ -517,6 +517,42 @@ static void bk_parallel(const struct cv__isa *isa, struct cv__bk_op *op, int64_t
     }
 }
 
+/* dbias[o] = sum of dY over images and pixels, in double: one pass over dY, cheap next to dK,
+ * so it stays serial. */
+static void bias_gradient(const struct cv__isa *isa, const float *dy, const struct corr2d_dims *d,
+                          float *dbias) {
+    const int64_t plane = d->oh * d->ow;
+    for (int64_t o = 0; o < d->co; o++) {
+        double acc = 0.0;
+        for (int64_t n = 0; n < d->n; n++) {
+            const float *p = dy + (n * d->co + o) * plane;
+            if (isa != NULL) {
+                acc += isa->sum(p, plane);
+            } else {
+                for (int64_t q = 0; q < plane; q++)
+                    acc += p[q];
+            }
+        }
+        dbias[o] = (float)acc;
+    }
+}
+
+/* Runs the Winograd kernel-gradient units of op, one contiguous block per thread. */
+static void wk_parallel(const struct cv__isa *isa, const struct cv__bk_op *op, int64_t macs,
+                        int n_threads) {
+    const int64_t units = isa->wk_units(op);
+    const int nt = team_size(macs, units, n_threads);
+    if (nt == 1) {
+        isa->wk_run(op, 0, units);
+        return;
+    }
+#pragma omp parallel num_threads(nt)
+    {
+        const int64_t t = omp_get_thread_num(), nth = omp_get_num_threads();
+        isa->wk_run(op, units * t / nth, units * (t + 1) / nth);
+    }
+}
+
 int cv_corr2d_backward_kernel(const struct cv_tensor *x, const struct cv_tensor *dy,
                               const struct cv_conv2d_geom *g, struct cv_tensor *dk, float *dbias,
                               int n_threads) {
@@ -551,6 +587,12 @@ int cv_corr2d_backward_kernel(const struct cv_tensor *x, const struct cv_tensor 
         .dk = dk->data,
         .dbias = dbias,
     };
+    if (isa != NULL && g->stride_w == 1 && isa->wk_fits(&op)) {
+        wk_parallel(isa, &op, macs, n_threads);
+        if (dbias != NULL)
+            bias_gradient(isa, dy->data, &d, dbias);
+        return CV_OK;
+    }
     if (isa != NULL && g->stride_w == 1 && isa->bk_fits(&op)) {
         bk_parallel(isa, &op, macs, n_threads);
         return CV_OK; /* dK and dbias */
@@ -563,22 +605,7 @@ int cv_corr2d_backward_kernel(const struct cv_tensor *x, const struct cv_tensor 
         for (int64_t e = 0; e < entries; e++)
             dk->data[e] = backward_kernel_entry(x->data, dy->data, g, &d, e);
     }
-    if (dbias != NULL) {
-        /* One pass over dY; cheap next to dK, so it stays serial. */
-        const int64_t plane = d.oh * d.ow;
-        for (int64_t o = 0; o < d.co; o++) {
-            double acc = 0.0;
-            for (int64_t n = 0; n < d.n; n++) {
-                const float *p = dy->data + (n * d.co + o) * plane;
-                if (isa != NULL) {
-                    acc += isa->sum(p, plane);
-                } else {
-                    for (int64_t q = 0; q < plane; q++)
-                        acc += p[q];
-                }
-            }
-            dbias[o] = (float)acc;
-        }
-    }
+    if (dbias != NULL)
+        bias_gradient(isa, dy->data, &d, dbias);
     return CV_OK;
 }

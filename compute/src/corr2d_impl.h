@@ -111,6 +111,12 @@ struct cv__isa {
     bool (*rw_fits)(const struct cv__corr_op *op);
     int64_t (*rw_items)(const struct cv__corr_op *op);
     void (*rw_run)(const struct cv__corr_op *op, int64_t lo, int64_t hi);
+    /* Winograd F(2x2, 3x3) kernel gradient (corr2d_wgrad.h) for bk ops with 3x3 kernels, stride
+     * 1 and dilation 1 and >= 16 channels each way: whether it takes op, its units, and the
+     * kernel computing units [lo, hi) (each writes its own block of dK; no dbias). */
+    bool (*wk_fits)(const struct cv__bk_op *op);
+    int64_t (*wk_units)(const struct cv__bk_op *op);
+    void (*wk_run)(const struct cv__bk_op *op, int64_t lo, int64_t hi);
     /* True when the bk kernels can run op (chunks is not consulted). */
     bool (*bk_fits)(const struct cv__bk_op *op);
     /* Units of a bk op: (group of output channels, group of input channels) pairs. */

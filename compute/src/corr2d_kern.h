@@ -1479,9 +1479,11 @@ static void wino_kernel_transform(const struct cv__corr_op *op, int64_t o0, int6
     }
 }
 
-/* V[pos][cc][t] = (B^T d B)[pos] for the VL tiles starting at tile (tr, tc0) of image n. */
+/* v[pos * xs + cc * cs + t] = (B^T d B)[pos] for the VL tiles starting at tile (tr, tc0) of
+ * image n, channels c0 + cc for cc < cb. */
 static void wino_input_transform(const struct cv__corr_op *op, int64_t n, int64_t c0, int cb,
-                                 int64_t tr, int64_t tc0, float *rows, float *v, int blk) {
+                                 int64_t tr, int64_t tc0, float *rows, float *v, int64_t xs,
+                                 int64_t cs) {
     const int64_t col0 = 2 * tc0 + op->off_w;
     int64_t lo = -col0, hi = op->src_w - col0;
     lo = lo < 0 ? 0 : lo > WG_RW ? WG_RW : lo;
@@ -1529,11 +1531,11 @@ static void wino_input_transform(const struct cv__corr_op *op, int64_t n, int64_
             t[3][j] = d1 - d3;
         }
         for (int r = 0; r < 4; r++) {
-            float *vp = v + ((r * 4 * WG_CB + cc) * WG_Q + blk) * VL;
-            v_store(vp + 0 * WG_CB * WG_Q * VL, t[r][0] - t[r][2]);
-            v_store(vp + 1 * WG_CB * WG_Q * VL, t[r][1] + t[r][2]);
-            v_store(vp + 2 * WG_CB * WG_Q * VL, t[r][2] - t[r][1]);
-            v_store(vp + 3 * WG_CB * WG_Q * VL, t[r][1] - t[r][3]);
+            float *vp = v + r * 4 * xs + cc * cs;
+            v_store(vp + 0 * xs, t[r][0] - t[r][2]);
+            v_store(vp + 1 * xs, t[r][1] + t[r][2]);
+            v_store(vp + 2 * xs, t[r][2] - t[r][1]);
+            v_store(vp + 3 * xs, t[r][1] - t[r][3]);
         }
     }
 }
@@ -1632,7 +1634,8 @@ static void wino_run(const struct cv__corr_op *op, int64_t lo, int64_t hi) {
                     /* Tile blocks past the row's end transform zeros and are not written. */
                     const int nq = (int)min64(WG_Q, (tw - tc0 + VL - 1) / VL);
                     for (int q = 0; q < WG_Q; q++)
-                        wino_input_transform(op, n, c0, cb, tr, tc0 + q * VL, rows, v, q);
+                        wino_input_transform(op, n, c0, cb, tr, tc0 + q * VL, rows, v + q * VL,
+                                             WG_CB * WG_Q * VL, WG_Q * VL);
                     for (int og = 0; og < nog; og++) {
                         wino_gemm(u, v, cb, og, m);
                         const int64_t og0 = o0 + og * WG_NO;
@@ -1648,6 +1651,7 @@ static void wino_run(const struct cv__corr_op *op, int64_t lo, int64_t hi) {
 }
 
 #include "corr2d_rwino.h"
+#include "corr2d_wgrad.h"
 
 /* ---- the table ---------------------------------------------------------------------------- */
 
@@ -1665,6 +1669,9 @@ const struct cv__isa CV__CAT(cv__isa_, CV__KERN_NAME) = {
     .rw_fits = rw_fits,
     .rw_items = rw_items,
     .rw_run = rw_run,
+    .wk_fits = wk_fits,
+    .wk_units = wk_units,
+    .wk_run = wk_run,
     .bk_fits = bk_fits,
     .bk_units = bk_units,
     .bk_run = bk_run,
