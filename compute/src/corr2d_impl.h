@@ -20,11 +20,16 @@
  *          (stride_w 1), reduced in float vectors over short row pieces and in double above;
  *          dbias[o] = sum dy[n,o,i,j] is summed in the same pass over dY.
  *
- * The table also carries the vectorised squared-error sum of loss.c.
+ * Each has direct kernels for every shape and fast-algorithm kernels where they pay: corr with
+ * Winograd F(2x2, 3x3) (wino_*) and the row Winograd F(4, 5) (rw_*), bk with the Winograd
+ * F(2x2, 3x3) kernel gradient (wk_*). The table also carries the vectorised squared-error sum
+ * of loss.c.
  *
- * Neither allocates: a kernel's scratch (a zero-padded copy of the source window it is about to
- * read, and row-pointer tables) lives in fixed arrays on the running thread's stack, at most
- * CV__SLAB_FLOATS floats plus a few KiB. Shapes whose windows do not fit take the generic loops. */
+ * None allocates: a kernel's scratch (zero-padded copies of the windows it reads, transformed
+ * tiles, row-pointer tables, partial sums) lives in fixed arrays on the running thread's stack,
+ * at most about 130 KiB (the forward kernels, which a small /corr2d runs on a connection thread
+ * with a 512 KiB stack, about 100 KiB). Shapes whose scratch would not fit take other kernels
+ * or the generic loops. */
 #ifndef CONVD_CORR2D_IMPL_H
 #define CONVD_CORR2D_IMPL_H
 
