@@ -181,11 +181,12 @@ static void wk_run(const struct cv__bk_op *op, int64_t lo, int64_t hi) {
         int64_t pending = 0; /* tiles summed in z since the last flush */
         for (int64_t n = 0; n < op->n; n++) {
             for (int64_t tr = 0; tr < th; tr++) {
-                if (pending + tw > WK_FLUSH && pending > 0) {
-                    wk_flush(z, dkd, no, nc);
-                    pending = 0;
-                }
                 for (int64_t tc0 = 0; tc0 < tw; tc0 += VL) {
+                    const int64_t nt = min64(VL, tw - tc0);
+                    if (pending + nt > WK_FLUSH) {
+                        wk_flush(z, dkd, no, nc);
+                        pending = 0;
+                    }
                     wino_input_transform(&xop, n, c0, nc, tr, tc0, rows, v, VL * VL, VL);
                     for (int ol = 0; ol < no; ol++)
                         wk_grad_transform(op, n, o0 + ol, tr, tc0, w + ol * VL, WK_O * VL);
@@ -193,8 +194,8 @@ static void wk_run(const struct cv__bk_op *op, int64_t lo, int64_t hi) {
                         wk_transpose(v + pos * VL * VL, nc, vt);
                         wk_gemm(vt, w + pos * WK_O * VL, nog, z + pos * WK_O * VL);
                     }
+                    pending += nt;
                 }
-                pending += tw;
             }
         }
         wk_flush(z, dkd, no, nc);

@@ -535,6 +535,7 @@ static const struct shape_case shape_cases[] = {
     {1, 17, 34, 35, 33, 3, 3, PAD(1), "winograd 17 -> 33: a one-channel output block"},
     {1, 16, 10, 10, 16, 3, 3, PAD(0), "winograd 8x8 output (direct kernels on AVX-512)"},
     {2, 24, 7, 70, 18, 3, 3, GEOM(2, 1, 0, 2, 1, 1, 1, 1), "winograd wide rows, odd height"},
+    {1, 16, 3, 600, 17, 3, 3, PAD(1), "winograd dK: float sums flushed within a 300-tile row"},
     {1, 2, 12, 29, 3, 3, 3, GEOM(0, 1, 1, 0, 1, 2, 1, 1), "column stride 2: plain loops"},
     /* 5 columns, stride and dilation 1, >= 4 output channels: row Winograd F(4, 5). */
     {1, 3, 23, 300, 16, 5, 5, PAD(2), "row winograd 3 -> 16: strips, edge copies"},
