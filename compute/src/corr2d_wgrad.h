@@ -29,12 +29,12 @@ static int64_t wk_units(const struct cv__bk_op *op) {
     return (op->c + VL - 1) / VL * ((op->co + WK_O - 1) / WK_O);
 }
 
-/* out[l * VL + k] = in[k * VL + l] for k < rows (rows of in past `rows` read as zero): a
- * VL x VL transpose. AVX-512: four stages of two-source permutes; stage b swaps, within each
- * pair of rows (i, i + b), the b-wide column blocks that lie across the diagonal. */
-static void wk_transpose(const float *in, int rows, float *out) {
+/* r[l] lane k = in[k * VL + l] for k < rows (rows of in past `rows` read as zero): a VL x VL
+ * transpose into registers, which the GEMM uses as they are. AVX-512: four stages of two-source
+ * permutes; stage b swaps, within each pair of rows (i, i + b), the b-wide column blocks that lie
+ * across the diagonal. */
+ALWAYS_INLINE void wk_transpose(const float *in, int rows, vf r[VL]) {
 #if CV__KERN_ISA == CV__AVX512
-    __m512 r[16];
     for (int k = 0; k < 16; k++)
         r[k] = k < rows ? _mm512_loadu_ps(in + k * 16) : _mm512_setzero_ps();
     /* Stage s (b = 1 << s): row i takes its own b-blocks of even rank and row i + b's; row
@@ -60,12 +60,13 @@ static void wk_transpose(const float *in, int rows, float *out) {
             r[i + b] = _mm512_permutex2var_ps(x, ihi, y);
         }
     }
-    for (int k = 0; k < 16; k++)
-        _mm512_storeu_ps(out + k * 16, r[k]);
 #else
+    float t[VL][VL];
     for (int l = 0; l < VL; l++)
         for (int k = 0; k < VL; k++)
-            out[l * VL + k] = k < rows ? in[k * VL + l] : 0.0f;
+            t[l][k] = k < rows ? in[k * VL + l] : 0.0f;
+    for (int l = 0; l < VL; l++)
+        r[l] = v_load(t[l]);
 #endif
 }
 
@@ -132,19 +133,22 @@ static void wk_flush(float *z, double *dkd, int no, int nc) {
         v_store(z + q, v_zero());
 }
 
-/* z[pos][o][c] += sum over the VL tiles of w[pos][o][t] * vt[t][c] for the unit's output
+/* z[pos][o][c] += sum over the VL tiles of w[pos][o][t] * x[t][c] for the unit's output
  * channels [0, no), in groups of WK_NO with the input channels in the lanes. */
-static void wk_gemm(const float *vt, const float *w, int no, float *z) {
+ALWAYS_INLINE void wk_gemm(const vf x[VL], const float *w, int no, float *z) {
     for (int og = 0; og < no; og += WK_NO) {
         vf acc[WK_NO];
 #pragma GCC unroll 16
         for (int k = 0; k < WK_NO; k++)
             acc[k] = v_load(z + (og + k) * VL);
-        for (int t = 0; t < VL; t++) {
-            const vf x = v_load(vt + t * VL);
+        /* One base pointer stepping along the tiles, the channels at constant offsets: with a
+         * pointer per channel the 16 addresses spill. */
+        const float *wt = w + og * VL;
+#pragma GCC unroll 16
+        for (int t = 0; t < VL; t++, wt++) {
 #pragma GCC unroll 16
             for (int k = 0; k < WK_NO; k++)
-                acc[k] = v_fma(v_set1(w[(og + k) * VL + t]), x, acc[k]);
+                acc[k] = v_fma(v_set1(wt[k * VL]), x[t], acc[k]);
         }
 #pragma GCC unroll 16
         for (int k = 0; k < WK_NO; k++)
@@ -154,7 +158,7 @@ static void wk_gemm(const float *vt, const float *w, int no, float *z) {
 
 /* Units [lo, hi): unit = input-channel block + blocks * output-channel block. */
 static void wk_run(const struct cv__bk_op *op, int64_t lo, int64_t hi) {
-    float v[16 * VL * VL], vt[VL * VL], w[16 * WK_O * VL], z[16 * WK_O * VL];
+    float v[16 * VL * VL], w[16 * WK_O * VL], z[16 * WK_O * VL];
     float rows[4 * WG_RS];
     double dkd[WK_O * VL * 9];
     /* The forward input transform reads the input through a corr op view of it. */
@@ -191,8 +195,9 @@ static void wk_run(const struct cv__bk_op *op, int64_t lo, int64_t hi) {
                     for (int ol = 0; ol < no; ol++)
                         wk_grad_transform(op, n, o0 + ol, tr, tc0, w + ol * VL, WK_O * VL);
                     for (int pos = 0; pos < 16; pos++) {
-                        wk_transpose(v + pos * VL * VL, nc, vt);
-                        wk_gemm(vt, w + pos * WK_O * VL, nog, z + pos * WK_O * VL);
+                        vf x[VL];
+                        wk_transpose(v + pos * VL * VL, nc, x);
+                        wk_gemm(x, w + pos * WK_O * VL, nog, z + pos * WK_O * VL);
                     }
                     pending += nt;
                 }
