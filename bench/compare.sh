@@ -3,7 +3,7 @@
 # one run on this machine, and writes bench/RESULTS.md (bench/report.py renders it).
 #
 #   bench/compare.sh [path/to/convd-bench]     (default: build/bench/convd-bench)
-#   THREADS=2 ROUNDS=3 OUT=bench/RESULTS.md bench/compare.sh
+#   THREADS=2 ROUNDS=5 OUT=bench/RESULTS.md bench/compare.sh
 #
 # For each case the implementations run back to back, ROUNDS times in turn, so a burst of load
 # from elsewhere hits all of them; the report keeps each implementation's best round (its
@@ -11,12 +11,13 @@
 # PyTorch runs twice: as is ("torch": it allocates each
 # output, and glibc often serves a large one with a fresh mmap that page-faults during the
 # call) and with glibc told to keep outputs on the heap ("torch-warm": the arithmetic alone).
-# Takes about two and a half minutes.
+# Takes about four and a half minutes (five rounds: these machines share their hosts, and a round
+# can lose a third of its speed to a neighbour; the best of five is steadier than of three).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bench=${1:-$here/../build/bench/convd-bench}
 threads=${THREADS:-2}
-rounds=${ROUNDS:-3}
+rounds=${ROUNDS:-5}
 out=${OUT:-$here/RESULTS.md}
 py=/usr/bin/python3
 # glibc: allocations below 32 MiB from the heap, and freed heap memory kept (torch-warm).
