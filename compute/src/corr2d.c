@@ -1,14 +1,15 @@
 /* float32 corr2d forward and backward: shape checks, path selection and threading.
  *
- * Three paths compute the same sums:
+ * Two paths compute the same sums:
  *  - the vectorised kernels (corr2d_impl.h, corr2d_kern.h), compiled for AVX-512, AVX2 and the
  *    baseline ISA and picked at run time with __builtin_cpu_supports (cv_corr2d_set_isa can force
  *    one). They cover stride_w 1 (and, for the input gradient, stride 1): every kernel size,
- *    padding, dilation, channel count and odd width;
- *    Among them, two fast-algorithm kernels for the forward pass and the input gradient
- *    (corr_dispatch): Winograd F(2x2, 3x3) for 3x3 kernels, stride 1, dilation 1 and >= 16
- *    channels each way (wino_fits, 2.25x fewer multiplies), and the row Winograd F(4, 5) for
- *    5-column kernels with >= 4 output channels (corr2d_rwino.h, 2.5x fewer);
+ *    padding, dilation, channel count and odd width. Among them, fast-algorithm kernels where
+ *    they pay: Winograd F(2x2, 3x3) for 3x3 kernels, stride 1, dilation 1 and >= 16 channels
+ *    each way (2.25x fewer multiplies) in all three passes (wino_fits and corr_dispatch for the
+ *    forward pass and the input gradient, wk_fits for the kernel gradient), and the row
+ *    Winograd F(4, 5) for 5-column kernels with >= 4 output channels (corr2d_rwino.h, 2.5x
+ *    fewer) in the forward pass and the input gradient;
  *  - the generic loops below, which take everything else (column strides, windows too wide for
  *    the kernels' stack scratch): for each kernel tap they compute once the range of columns
  *    whose source pixel lies inside the unpadded input, so the inner loop has no branches.
