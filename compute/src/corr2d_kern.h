@@ -1498,25 +1498,17 @@ static void wino_input_transform(const struct cv__corr_op *op, int64_t n, int64_
         const float *pr[4];
         for (int r = 0; r < 4; r++) {
             const int64_t xr = 2 * tr + op->off_h + r;
-            const float *src = plane + xr * op->src_w + col0;
             if (xr < 0 || xr >= op->src_h || hi == lo) {
                 pr[r] = zero_row;
                 continue;
             }
+            const float *src = plane + xr * op->src_w + col0;
             if (inside) {
                 pr[r] = src;
                 continue;
             }
             float *d = rows + r * WG_RS;
-            for (int q = 0; q < WG_RS; q += VL) {
-                const int64_t l = min64(max64(lo - q, 0), VL), e = min64(max64(hi - q, 0), VL);
-                vf x = v_zero();
-                if (l == 0 && e == VL)
-                    x = v_load(src + q);
-                else if (e > l)
-                    x = v_load_lanes(src + q + l, (int)l, (int)(e - l));
-                v_store(d + q, x);
-            }
+            vec_pad_row(d, src + lo, lo, hi, WG_RS);
             pr[r] = d;
         }
         vf t[4][4];

@@ -170,19 +170,10 @@ static void rw_input_row(const struct cv__corr_op *op, int64_t n, int64_t xr, in
              k21 = v_set1(21.0f);
     for (int64_t c = 0; c < op->sc; c++) {
         const float *src = op->src + ((n * op->sc + c) * op->src_h + xr) * op->src_w + x0;
-        if (!direct) {
-            /* Columns [lo, hi) of the strip lie inside the source: copy them in vectors (a
-             * libc call per row would cost as much as the transform). */
-            for (int64_t e = 0; e < RW_ROW; e += VL) {
-                const int64_t l = min64(max64(lo - e, 0), VL), r = min64(max64(hi - e, 0), VL);
-                vf x = v_zero();
-                if (l == 0 && r == VL)
-                    x = v_load(src + e);
-                else if (r > l)
-                    x = v_load_lanes(src + e + l, (int)l, (int)(r - l));
-                v_store(row + e, x);
-            }
-        }
+        /* Columns [lo, hi) of the strip lie inside the source; vec_pad_row copies in vectors (a
+         * libc call per row would cost as much as the transform). */
+        if (!direct)
+            vec_pad_row(row, src + lo, lo, hi, RW_ROW);
         const float *p = direct ? src : row;
         float *vc = v + c * RW_V_C;
         for (int q = 0; q < RW_Q; q++) {

@@ -90,8 +90,7 @@ static void wk_grad_transform(const struct cv__bk_op *op, int64_t n, int64_t o, 
         const float *p = plane + i * op->ow + col;
         float pad[2 * VL];
         if (cnt < 2 * VL) { /* the row's end: a zero-padded copy */
-            v_store(pad, v_load_n(p, (int)min64(cnt, VL)));
-            v_store(pad + VL, cnt > VL ? v_load_n(p + VL, (int)(cnt - VL)) : v_zero());
+            vec_pad_row(pad, p, 0, cnt, 2 * VL);
             p = pad;
         }
         e[r][0] = v_load_stride2(p, 0);
