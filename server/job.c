@@ -99,15 +99,16 @@ int cv_jobs_queued(void) {
 }
 
 void cv_jobs_stop_all(void) {
-    pthread_mutex_lock(&registry_mu);
-    for (struct registry_node *n = registry; n != NULL; n = n->next) {
-        struct cv_job *job = n->job;
-        if (job->resumable)
-            atomic_store(&job->suspend, true);
+    /* Acted on outside registry_mu: a cancel may end a job, which leaves the registry. */
+    struct cv_job *jobs[4096];
+    size_t n = cv_jobs_snapshot(jobs, sizeof jobs / sizeof jobs[0]);
+    for (size_t i = 0; i < n; i++) {
+        if (jobs[i]->resumable)
+            atomic_store(&jobs[i]->suspend, true);
         else
-            cv_job_cancel(job);
+            cv_job_cancel(jobs[i]);
+        cv_job_unref(jobs[i]);
     }
-    pthread_mutex_unlock(&registry_mu);
 }
 
 int cv_jobs_active(void) {
@@ -294,13 +295,21 @@ void cv_job_unref(struct cv_job *job) {
     job_destroy(job);
 }
 
+static void end_unstarted(struct cv_job *job);
+
 void cv_job_cancel(struct cv_job *job) {
     atomic_store(&job->cancel, true);
     pthread_mutex_lock(&job->mu);
     if (job->state == CV_JOB_STATE_RUNNING)
         job->state = CV_JOB_STATE_CANCELLING;
+    /* Claimed and waiting for a worker: it ends now, as a queued job does, rather than when a
+     * worker gets to it. */
+    bool unstarted = job->registered && job->state == CV_JOB_STATE_QUEUED && job->attempt > 0 &&
+                     !job->terminal && !job->ending;
     pthread_cond_broadcast(&job->cond);
     pthread_mutex_unlock(&job->mu);
+    if (unstarted)
+        end_unstarted(job);
 }
 
 /* Appends under mu (held by the caller). */
@@ -615,15 +624,40 @@ static void suspend(struct cv_job *job) {
     registry_remove(job);
 }
 
+/* Ends a job that was cancelled before it ran: cancelled result and done event, committed.
+ * Idempotent: the second caller (the worker that pops it, or the cancel) does nothing. */
+static void end_unstarted(struct cv_job *job) {
+    pthread_mutex_lock(&job->mu);
+    bool first = !job->terminal && !job->ending;
+    job->ending = true;
+    pthread_mutex_unlock(&job->mu);
+    if (!first)
+        return;
+    size_t len = 0;
+    char *json;
+    char *result = NULL;
+    if (job->kind == CV_JOB_KIND_TRAIN) {
+        job->result = (struct cv_train_result){0, NAN, NAN, false};
+        json = cv_api_event_done_dump(&job->train, "cancelled", &job->result, 0, &len);
+        if (job->registered)
+            result = cv_api_train_reply_dump(&job->train, "cancelled", &job->result, job->losses, 0,
+                                             0, NULL);
+    } else {
+        json = strdup("{\"event\":\"done\",\"status\":\"cancelled\"}");
+    }
+    job->status = CV_ECANCELED;
+    finish(job, CV_JOB_STATE_CANCELLED, "done", json, len, result, NULL, NULL);
+}
+
 /* Marks the job running unless it was cancelled or suspended while it waited; those end here.
  * Returns false when it must not run. */
 static bool begin_running(struct cv_job *job) {
-    if (job->registered && atomic_load(&job->suspend)) {
+    if (job->registered && atomic_load(&job->suspend) && !atomic_load(&job->cancel)) {
         suspend(job);
         return false;
     }
     pthread_mutex_lock(&job->mu);
-    bool go = !atomic_load(&job->cancel) && !job->terminal;
+    bool go = !atomic_load(&job->cancel) && !job->terminal && !job->ending;
     if (go) {
         job->started_ms = cv_now_ms();
         job->state = CV_JOB_STATE_RUNNING;
@@ -631,22 +665,8 @@ static bool begin_running(struct cv_job *job) {
             job->started_unix_ms = cv_now_unix_ms();
     }
     pthread_mutex_unlock(&job->mu);
-    if (!go) {
-        size_t len = 0;
-        char *json;
-        char *result = NULL;
-        if (job->kind == CV_JOB_KIND_TRAIN) {
-            job->result = (struct cv_train_result){0, NAN, NAN, false};
-            json = cv_api_event_done_dump(&job->train, "cancelled", &job->result, 0, &len);
-            if (job->registered)
-                result = cv_api_train_reply_dump(&job->train, "cancelled", &job->result,
-                                                 job->losses, 0, 0, NULL);
-        } else {
-            json = strdup("{\"event\":\"done\",\"status\":\"cancelled\"}");
-        }
-        job->status = CV_ECANCELED;
-        finish(job, CV_JOB_STATE_CANCELLED, "done", json, len, result, NULL, NULL);
-    }
+    if (!go)
+        end_unstarted(job);
     return go;
 }
 

@@ -183,6 +183,7 @@ struct cv_job {
                             it, so an id a client saw survives a crash */
     bool terminal;       /* the last event (done/error) has been appended (and committed) */
     bool listed;         /* in the registry */
+    bool ending;         /* an end without running is being committed (cancel while queued) */
     double created_unix_ms, started_unix_ms, finished_unix_ms; /* wall clock; 0 = not yet */
     int32_t step;                                              /* last step done (train) */
     double last_loss;       /* its loss; NaN before the first step */

@@ -442,7 +442,12 @@ static void *dispatch_main(void *arg) {
         pthread_mutex_unlock(&kick_mu);
         if (stop)
             break;
-        if (atomic_load(&cv_srv.draining) || !cv_pool_admits(cv_srv.pool)) {
+        /* Claim only what the workers will take soon: at most one waiting job per worker, so
+         * the rest stays in the store's queue (cancellable there; another replica's to take). */
+        int waiting = 0, running = 0;
+        cv_pool_counts(cv_srv.pool, &waiting, &running);
+        if (atomic_load(&cv_srv.draining) || !cv_pool_admits(cv_srv.pool) ||
+            waiting >= cv_srv.cfg.workers) {
             wait_kick(&dispatch_kicked, 100);
             continue;
         }
