@@ -61,6 +61,21 @@ static const struct opt opts[] = {
     {"--tls-cert", "CONVD_TLS_CERT", OPT_TYPE_STRING, OFF(tls_cert),
      "PEM certificate: serve HTTPS (with --tls-key)"},
     {"--tls-key", "CONVD_TLS_KEY", OPT_TYPE_STRING, OFF(tls_key), "PEM private key for --tls-cert"},
+    {"--store", "CONVD_STORE", OPT_TYPE_STRING, OFF(store),
+     "where jobs are kept: sqlite:PATH, memory or postgres://... (default "
+     "sqlite:convd-data/convd.db)"},
+    {"--store-sync", "CONVD_STORE_SYNC", OPT_TYPE_STRING, OFF(store_sync),
+     "normal (survives a crash; default) or full (also power loss: fsync every commit)"},
+    {"--store-memory-max", "CONVD_STORE_MEMORY_MAX", OPT_TYPE_INT64, OFF(store_memory_max),
+     "bytes the memory store may hold (default 268435456); oldest finished jobs go first"},
+    {"--checkpoint-every", "CONVD_CHECKPOINT_EVERY", OPT_TYPE_DOUBLE, OFF(checkpoint_every),
+     "seconds between checkpoints of a training job (default 1; 0 = none)"},
+    {"--max-attempts", "CONVD_MAX_ATTEMPTS", OPT_TYPE_INT, OFF(max_attempts),
+     "runs of one job (resumes after crashes included) before it fails (default 3)"},
+    {"--job-ttl", "CONVD_JOB_TTL", OPT_TYPE_DOUBLE, OFF(job_ttl),
+     "seconds a finished job is kept (default 0 = no age limit; --job-history still applies)"},
+    {"--lease", "CONVD_LEASE", OPT_TYPE_DOUBLE, OFF(lease),
+     "seconds a running job's lease lasts between renewals (default 5)"},
 };
 
 static void print_help(void) {
@@ -168,6 +183,13 @@ int cv_config_load(struct cv_config *cfg, int argc, char **argv, enum cv_config_
         .heartbeat = 15,
         .max_connections = 512,
         .log_format = CV_LOG_FORMAT_JSON,
+        .store = "sqlite:convd-data/convd.db",
+        .store_sync = "normal",
+        .store_memory_max = 256LL << 20,
+        .checkpoint_every = 1,
+        .max_attempts = 3,
+        .job_ttl = 0,
+        .lease = 5,
     };
     *outcome = CV_CONFIG_OUTCOME_RUN;
     const size_t n_opts = sizeof opts / sizeof opts[0];
@@ -216,6 +238,14 @@ int cv_config_load(struct cv_config *cfg, int argc, char **argv, enum cv_config_
         return CV_EINVAL;
     if ((cfg->tls_cert[0] == '\0') != (cfg->tls_key[0] == '\0')) {
         fprintf(stderr, "convd: --tls-cert and --tls-key go together\n");
+        return CV_EINVAL;
+    }
+    if (strcmp(cfg->store_sync, "normal") != 0 && strcmp(cfg->store_sync, "full") != 0) {
+        fprintf(stderr, "convd: --store-sync must be normal or full\n");
+        return CV_EINVAL;
+    }
+    if (cfg->lease < 0.5) {
+        fprintf(stderr, "convd: --lease must be at least 0.5 seconds\n");
         return CV_EINVAL;
     }
     long cores = sysconf(_SC_NPROCESSORS_ONLN);

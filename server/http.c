@@ -125,6 +125,21 @@ int cv_http_reply_status(struct MHD_Connection *conn, struct cv_req *req, int st
     return cv_http_reply_problem(conn, req, &err);
 }
 
+int cv_http_reply_store_error(struct MHD_Connection *conn, struct cv_req *req, int store_status) {
+    struct cv_api_error err;
+    cv_api_error_set(&err, 503, "store_unavailable", NULL,
+                     "the job store is unavailable (%s); retry later",
+                     cv_store_status_str(store_status));
+    char extra[700];
+    size_t n = (size_t)snprintf(extra, sizeof extra, "\"request_id\":\"%s\",\"reason\":\"",
+                                req->request_id);
+    n = cv_log_json_escape(extra, sizeof extra, n, cv_store_errmsg());
+    snprintf(extra + n, sizeof extra - n, "\"");
+    cv_log_msg("error", "store unavailable", extra);
+    static const char *const headers[] = {"Retry-After", "2", NULL};
+    return reply_problem_headers(conn, req, &err, headers);
+}
+
 bool cv_http_client_gone(struct MHD_Connection *conn) {
     const union MHD_ConnectionInfo *info =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);

@@ -2,10 +2,14 @@
  * then waits for SIGTERM/SIGINT and drains: stop taking work, let running jobs finish within
  * --drain-timeout (then cancel them), let every stream send its terminal event, exit 0.
  * A second signal during the drain exits at once. */
+#include <errno.h>
 #include <microhttpd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -36,6 +40,72 @@ static bool no_open_streams(void) {
     return atomic_load(&cv_srv.open_streams) == 0;
 }
 
+/* Creates the directories above a sqlite database file (mode 0700: jobs are private). */
+static bool make_parent_dirs(const char *path) {
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL || slash == dir)
+        return true;
+    *slash = '\0';
+    for (char *p = dir + 1; *p != '\0'; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+            return false;
+        *p = '/';
+    }
+    return mkdir(dir, 0700) == 0 || errno == EEXIST;
+}
+
+/* Opens --store; logs and returns false when convd must not start (locked, newer schema,
+ * corrupt, unreachable). */
+static bool open_store(const struct cv_config *cfg) {
+    if (strncmp(cfg->store, "sqlite:", 7) == 0 && !make_parent_dirs(cfg->store + 7)) {
+        fprintf(stderr, "convd: cannot create the directory of %s: %s\n", cfg->store + 7,
+                strerror(errno));
+        return false;
+    }
+    struct cv_store_options o = cv_store_options_default();
+    o.sync = strcmp(cfg->store_sync, "full") == 0 ? CV_STORE_SYNC_FULL : CV_STORE_SYNC_NORMAL;
+    o.memory_max_bytes = cfg->store_memory_max;
+    int st = cv_store_open(cfg->store, &o, &cv_srv.store);
+    if (st != CV_STORE_OK) {
+        /* The message is for a human at a terminal as much as for the log. */
+        fprintf(stderr, "convd: cannot open the store %s: %s: %s\n", cfg->store,
+                cv_store_status_str(st), cv_store_errmsg());
+        char extra[800];
+        size_t n = (size_t)snprintf(extra, sizeof extra, "\"reason\":\"");
+        n = cv_log_json_escape(extra, sizeof extra, n, cv_store_errmsg());
+        snprintf(extra + n, sizeof extra - n, "\"");
+        cv_log_msg("error", "cannot open the store", extra);
+        return false;
+    }
+    atomic_store(&cv_srv.store_ok, true);
+    /* Our replica id in leases: host, pid and a random part (pids are reused). */
+    char host[32] = "convd";
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = '\0';
+    unsigned r = 0;
+    if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
+        r = (unsigned)getpid();
+    snprintf(cv_srv.owner, sizeof cv_srv.owner, "%s:%ld:%08x", host, (long)getpid(), r);
+    /* One process per sqlite file (its lock says so) and memory is ours alone: every job the
+     * store shows running was left by a process that is gone. Expire their leases now, so
+     * they resume at once instead of after --lease. */
+    if (strcmp(cv_store_backend(cv_srv.store), "postgres") != 0) {
+        int64_t n = 0;
+        cv_store_job_orphan(cv_srv.store, NULL, &n);
+        if (n > 0) {
+            char extra[64];
+            snprintf(extra, sizeof extra, "\"jobs\":%lld", (long long)n);
+            cv_log_msg("info", "resuming jobs of a previous run", extra);
+        }
+    }
+    return true;
+}
+
 static void drain(const sigset_t *set, int sig) {
     char extra[64];
     snprintf(extra, sizeof extra, "\"signal\":%d,\"jobs\":%d", sig, cv_jobs_active());
@@ -45,8 +115,11 @@ static void drain(const sigset_t *set, int sig) {
     atomic_store(&cv_srv.draining, true);
     wait_until(set, cv_now_ms() + cv_srv.cfg.drain_timeout * 1000.0, no_active_jobs);
     if (!no_active_jobs()) {
-        cv_log_msg("warn", "drain timeout: cancelling running jobs", NULL);
-        cv_jobs_cancel_all();
+        cv_log_msg("warn",
+                   "drain timeout: checkpointing async jobs for the next start, cancelling "
+                   "/train streams",
+                   NULL);
+        cv_jobs_stop_all();
         wait_until(set, cv_now_ms() + 10000.0, no_active_jobs);
     }
     /* Streams now hold only terminal events to flush; give slow readers a moment. */
@@ -56,6 +129,8 @@ static void drain(const sigset_t *set, int sig) {
         close(listen_fd);
     MHD_stop_daemon(cv_srv.daemon);
     cv_pool_free(cv_srv.pool);
+    cv_writer_stop(); /* the last batch is committed */
+    cv_store_close(cv_srv.store);
     cv_log_msg("info", "stopped", NULL);
 }
 
@@ -78,9 +153,14 @@ int main(int argc, char **argv) {
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
     const struct cv_config *cfg = &cv_srv.cfg;
-    cv_jobs_set_history(cfg->job_history);
+    if (!open_store(cfg))
+        return 1;
     if (cv_pool_new(cfg->workers, cfg->threads, cfg->queue, &cv_srv.pool) != CV_OK) {
         cv_log_msg("error", "cannot start the worker pool", NULL);
+        return 1;
+    }
+    if (cv_writer_start() != CV_OK) {
+        cv_log_msg("error", "cannot start the store's writer", NULL);
         return 1;
     }
     int port = 0;
@@ -93,9 +173,9 @@ int main(int argc, char **argv) {
     n = cv_log_json_escape(extra, sizeof extra, n, cfg->listen);
     snprintf(extra + n, sizeof extra - n,
              "\",\"port\":%d,\"version\":\"%s\",\"workers\":%d,\"threads\":%d,\"queue\":%d,"
-             "\"max_body\":%lld,\"max_elements\":%lld,\"max_steps\":%d",
+             "\"max_body\":%lld,\"max_elements\":%lld,\"max_steps\":%d,\"store\":\"%s\"",
              port, CV_VERSION, cfg->workers, cfg->threads, cfg->queue, (long long)cfg->max_body,
-             (long long)cfg->max_elements, (int)cfg->max_steps);
+             (long long)cfg->max_elements, (int)cfg->max_steps, cv_store_backend(cv_srv.store));
     cv_log_msg("info", "listening", extra);
 
     int sig;

@@ -1,5 +1,6 @@
 /* Route table and handlers. Handlers run on the connection's thread with the whole body read;
  * compute always goes to the worker pool. */
+#include <math.h>
 #include <microhttpd.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -157,24 +158,36 @@ static int handle_train(struct MHD_Connection *conn, struct cv_req *req) {
     if (cv_api_train_parse(req->body, req->body_len, &lim, &parsed, &err) != CV_OK)
         return cv_http_reply_problem(conn, req, &err);
     bool stream = parsed.stream;
+    if (!cv_pool_admits(cv_srv.pool)) { /* refuse before storing anything */
+        cv_api_train_request_free(&parsed);
+        return cv_http_reply_status(conn, req, CV_EAGAIN);
+    }
     struct cv_job *job;
     int rc = cv_job_new(CV_JOB_KIND_TRAIN, &parsed, true, &job);
     if (rc != CV_OK) {
         cv_api_train_request_free(&parsed);
         return cv_http_reply_status(conn, req, rc);
     }
+    job->resumable = false; /* its client is attached to this process */
     snprintf(req->job_id, sizeof req->job_id, "%s", job->id);
     /* The start event goes first, before the job can run, so every reader sees it first. */
     size_t len = 0;
     char *start = cv_api_event_start_dump(&job->train, job->id, &len);
-    cv_job_push_event(job, "start", start, len, false);
+    cv_job_push_event(job, "start", start, len);
+    rc = cv_job_register(job, false);
+    if (rc != CV_OK) {
+        cv_job_unref(job);
+        return rc == CV_EAGAIN ? cv_http_reply_store_error(conn, req, CV_STORE_UNAVAILABLE)
+                               : cv_http_reply_status(conn, req, rc);
+    }
     rc = cv_job_submit(job, cv_srv.pool);
     if (rc != CV_OK) {
+        cv_job_unregister(job);
         cv_job_unref(job);
         return cv_http_reply_status(conn, req, rc);
     }
     if (stream) {
-        ret = cv_stream_reply(conn, req, job, 0, wants_sse(conn), true);
+        ret = cv_stream_reply(conn, req, job->id, job, 0, wants_sse(conn), true);
     } else if (!wait_job(conn, req, job)) {
         ret = MHD_NO;
     } else {
@@ -201,8 +214,17 @@ static int handle_healthz(struct MHD_Connection *conn, struct cv_req *req) {
 static int handle_readyz(struct MHD_Connection *conn, struct cv_req *req) {
     static const char ready[] = "{\"status\":\"ready\"}";
     static const char draining[] = "{\"status\":\"draining\"}";
+    static const char store[] = "{\"status\":\"store_unavailable\"}";
     if (atomic_load(&cv_srv.draining))
         return cv_http_reply(conn, req, 503, "application/json", draining, sizeof draining - 1);
+    /* Not ready while the store fails: a write failed (disk full) or it does not answer. */
+    int st = cv_store_ping(cv_srv.store);
+    if (st == CV_STORE_OK && !atomic_load(&cv_srv.store_ok))
+        cv_store_health(st); /* the ping wrote successfully: the disk has room again */
+    if (st != CV_STORE_OK) {
+        cv_store_health(st);
+        return cv_http_reply(conn, req, 503, "application/json", store, sizeof store - 1);
+    }
     return cv_http_reply(conn, req, 200, "application/json", ready, sizeof ready - 1);
 }
 
@@ -219,6 +241,13 @@ static char *job_dump(struct cv_job *job, size_t *len) {
     return body;
 }
 
+static char *row_dump(const struct cv_store_job *row, size_t *len) {
+    char times[3][40];
+    struct cv_api_job_view v;
+    cv_job_view_row(row, &v, times);
+    return cv_api_job_dump(&v, true, len);
+}
+
 /* Replies with a rendered job resource (status 200 or 202), taking ownership of body;
  * location, when not NULL, becomes the Location header. */
 static int reply_job_body(struct MHD_Connection *conn, struct cv_req *req, char *body, size_t len,
@@ -230,13 +259,6 @@ static int reply_job_body(struct MHD_Connection *conn, struct cv_req *req, char 
     return cv_http_reply_take(conn, req, status, "application/json", body, len);
 }
 
-static int reply_job(struct MHD_Connection *conn, struct cv_req *req, struct cv_job *job,
-                     int status, const char *location) {
-    size_t len = 0;
-    char *body = job_dump(job, &len);
-    return reply_job_body(conn, req, body, len, status, location);
-}
-
 static int handle_job_create(struct MHD_Connection *conn, struct cv_req *req) {
     int ret;
     if (refuse_if_draining(conn, req, &ret))
@@ -246,6 +268,9 @@ static int handle_job_create(struct MHD_Connection *conn, struct cv_req *req) {
     enum cv_api_job_kind kind;
     if (cv_api_job_kind_peek(req->body, req->body_len, &kind, &err) != CV_OK)
         return cv_http_reply_problem(conn, req, &err);
+    /* --queue bounds the jobs this process accepted and has not started. */
+    if (cv_jobs_queued() >= cv_srv.cfg.queue)
+        return cv_http_reply_status(conn, req, CV_EAGAIN);
     struct cv_corr2d_request c;
     struct cv_train_request t;
     struct cv_job *job;
@@ -269,16 +294,17 @@ static int handle_job_create(struct MHD_Connection *conn, struct cv_req *req) {
     if (kind == CV_API_JOB_KIND_TRAIN) {
         size_t len = 0;
         char *start = cv_api_event_start_dump(&job->train, job->id, &len);
-        cv_job_push_event(job, "start", start, len, false);
+        cv_job_push_event(job, "start", start, len);
     }
     /* The reply shows the job as accepted, "queued", whatever the worker does next. */
     size_t len = 0;
     char *body = job_dump(job, &len);
-    rc = cv_job_submit(job, cv_srv.pool);
+    rc = cv_job_register(job, true);
     if (rc != CV_OK) {
         free(body);
         cv_job_unref(job);
-        return cv_http_reply_status(conn, req, rc);
+        return rc == CV_EAGAIN ? cv_http_reply_store_error(conn, req, CV_STORE_UNAVAILABLE)
+                               : cv_http_reply_status(conn, req, rc);
     }
     char location[64];
     snprintf(location, sizeof location, "/jobs/%s", job->id);
@@ -329,68 +355,173 @@ static int handle_job_list(struct MHD_Connection *conn, struct cv_req *req) {
                                    "status must be one of queued, running, succeeded, failed, "
                                    "cancelling, cancelled");
     }
-    struct cv_job **jobs = calloc((size_t)limit, sizeof *jobs);
-    struct cv_api_job_view *views = calloc((size_t)limit, sizeof *views);
-    char(*times)[3][40] = calloc((size_t)limit, sizeof *times);
-    size_t n = jobs && views && times ? cv_jobs_list(state, jobs, (size_t)limit) : 0;
+    /* The store lists every job; live ones are shown as this process sees them (fresher). */
+    static const int to_store[] = {
+        [CV_JOB_STATE_QUEUED] = CV_STORE_JOB_QUEUED,
+        [CV_JOB_STATE_RUNNING] = CV_STORE_JOB_RUNNING,
+        [CV_JOB_STATE_SUCCEEDED] = CV_STORE_JOB_SUCCEEDED,
+        [CV_JOB_STATE_FAILED] = CV_STORE_JOB_FAILED,
+        [CV_JOB_STATE_CANCELLING] = CV_STORE_JOB_RUNNING,
+        [CV_JOB_STATE_CANCELLED] = CV_STORE_JOB_CANCELLED,
+    };
+    struct cv_store_query q = {.status = state < 0 ? -1 : to_store[state], .limit = (size_t)limit};
+    struct cv_store_job *rows = NULL;
+    size_t n = 0;
+    int st = cv_store_job_list(cv_srv.store, &q, &rows, &n);
+    cv_store_health(st);
+    if (st != CV_STORE_OK)
+        return cv_http_reply_store_error(conn, req, st);
+    struct cv_job **live = calloc(n ? n : 1, sizeof *live);
+    struct cv_api_job_view *views = calloc(n ? n : 1, sizeof *views);
+    char(*times)[3][40] = calloc(n ? n : 1, sizeof *times);
     char *body = NULL;
-    size_t len = 0;
-    if (jobs && views && times) {
+    size_t len = 0, m = 0;
+    if (live && views && times) {
         for (size_t i = 0; i < n; i++)
-            pthread_mutex_lock(&jobs[i]->mu);
+            live[i] = cv_jobs_find(rows[i].id);
         for (size_t i = 0; i < n; i++)
-            cv_job_view_locked(jobs[i], &views[i], times[i]);
-        body = cv_api_job_list_dump(views, n, &len);
+            if (live[i] != NULL)
+                pthread_mutex_lock(&live[i]->mu);
+        for (size_t i = 0; i < n; i++) {
+            if (live[i] != NULL)
+                cv_job_view_locked(live[i], &views[m], times[m]);
+            else
+                cv_job_view_row(&rows[i], &views[m], times[m]);
+            /* cancelling is running with a cancel request: filter on what is shown */
+            if (state < 0 || strcmp(views[m].status, cv_job_state_name(state)) == 0)
+                m++;
+        }
+        body = cv_api_job_list_dump(views, m, &len);
         for (size_t i = 0; i < n; i++)
-            pthread_mutex_unlock(&jobs[i]->mu);
+            if (live[i] != NULL)
+                pthread_mutex_unlock(&live[i]->mu);
+        for (size_t i = 0; i < n; i++)
+            cv_job_unref(live[i]);
     }
-    for (size_t i = 0; i < n; i++)
-        cv_job_unref(jobs[i]);
-    free(jobs);
+    free(live);
     free(views);
     free(times);
+    cv_store_jobs_free(rows, n);
     int ret = body ? cv_http_reply(conn, req, 200, "application/json", body, len)
                    : cv_http_reply_status(conn, req, CV_ENOMEM);
     free(body);
     return ret;
 }
 
-/* Looks up the job named by the path; replies 404 and returns NULL when there is none. */
-static struct cv_job *find_job(struct MHD_Connection *conn, struct cv_req *req, int *ret) {
-    struct cv_job *job = cv_jobs_find(req->path_id);
-    if (job == NULL) {
-        struct cv_api_error err;
-        cv_api_error_set(&err, 404, "not_found", NULL,
-                         "no job %s (finished jobs are kept up to --job-history)", req->path_id);
-        *ret = cv_http_reply_problem(conn, req, &err);
-        return NULL;
+static int reply_not_found(struct MHD_Connection *conn, struct cv_req *req) {
+    struct cv_api_error err;
+    cv_api_error_set(&err, 404, "not_found", NULL,
+                     "no job %s (finished jobs are kept up to --job-history and --job-ttl)",
+                     req->path_id);
+    return cv_http_reply_problem(conn, req, &err);
+}
+
+/* Looks up the job named by the path: live (*job, referenced) or stored (*row, loaded with
+ * flags). Replies 404 or 503 and returns false when neither. */
+static bool find_job(struct MHD_Connection *conn, struct cv_req *req, unsigned flags,
+                     struct cv_job **job, struct cv_store_job *row, int *ret) {
+    memset(row, 0, sizeof *row);
+    *job = cv_jobs_find(req->path_id);
+    if (*job != NULL) {
+        snprintf(req->job_id, sizeof req->job_id, "%s", (*job)->id);
+        return true;
     }
-    snprintf(req->job_id, sizeof req->job_id, "%s", job->id);
-    return job;
+    int st = cv_store_job_get(cv_srv.store, req->path_id, flags, row);
+    if (st == CV_STORE_OK) {
+        /* It may have become live between the two looks: prefer the live job. */
+        *job = cv_jobs_find(req->path_id);
+        snprintf(req->job_id, sizeof req->job_id, "%s", row->id);
+        return true;
+    }
+    cv_store_health(st);
+    *ret = st == CV_STORE_NOT_FOUND ? reply_not_found(conn, req)
+                                    : cv_http_reply_store_error(conn, req, st);
+    return false;
 }
 
 static int handle_job_get(struct MHD_Connection *conn, struct cv_req *req) {
     int ret;
-    struct cv_job *job = find_job(conn, req, &ret);
-    if (job == NULL)
+    struct cv_job *job;
+    struct cv_store_job row;
+    if (!find_job(conn, req, CV_STORE_LOAD_RESULT, &job, &row, &ret))
         return ret;
-    ret = reply_job(conn, req, job, 200, NULL);
+    size_t len = 0;
+    char *body = job ? job_dump(job, &len) : row_dump(&row, &len);
+    ret = reply_job_body(conn, req, body, len, 200, NULL);
     cv_job_unref(job);
+    cv_store_job_free(&row);
     return ret;
 }
 
 static int handle_job_delete(struct MHD_Connection *conn, struct cv_req *req) {
     int ret;
-    struct cv_job *job = find_job(conn, req, &ret);
-    if (job == NULL)
+    struct cv_job *job;
+    struct cv_store_job row;
+    if (!find_job(conn, req, 0, &job, &row, &ret))
         return ret;
-    pthread_mutex_lock(&job->mu);
-    bool terminal = job->terminal;
-    pthread_mutex_unlock(&job->mu);
-    if (!terminal)
-        cv_job_cancel(job);
-    ret = reply_job(conn, req, job, terminal ? 200 : 202, NULL);
+    bool terminal;
+    int64_t last_seq;
+    enum cv_job_kind kind;
+    if (job != NULL) {
+        pthread_mutex_lock(&job->mu);
+        terminal = job->terminal;
+        last_seq = job->base_seq + (int64_t)job->n_events - 1;
+        pthread_mutex_unlock(&job->mu);
+        kind = job->kind;
+    } else {
+        terminal = cv_store_job_status_terminal(row.status);
+        last_seq = row.last_seq;
+        kind = row.kind == CV_STORE_KIND_TRAIN ? CV_JOB_KIND_TRAIN : CV_JOB_KIND_CORR2D;
+    }
+    if (!terminal) {
+        /* A job still queued in the store ends now, cancelled, in one transaction; a running
+         * one gets a cancel request (its runner stops within a step). */
+        char done[200];
+        if (kind == CV_JOB_KIND_TRAIN)
+            snprintf(done, sizeof done,
+                     "{\"event\":\"done\",\"status\":\"cancelled\",\"steps\":0,\"loss\":null,"
+                     "\"final_loss\":null,\"weight\":null,\"bias\":null,\"elapsed_ms\":0}");
+        else
+            snprintf(done, sizeof done, "{\"event\":\"done\",\"status\":\"cancelled\"}");
+        struct cv_store_event ev = {last_seq + 1, 0, done, strlen(done)};
+        static const char result[] = "{\"status\":\"cancelled\"}";
+        struct cv_store_finish f = {.status = CV_STORE_JOB_CANCELLED,
+                                    .result = kind == CV_JOB_KIND_TRAIN ? result : NULL,
+                                    .result_len = kind == CV_JOB_KIND_TRAIN ? sizeof result - 1 : 0,
+                                    .events = &ev,
+                                    .n_events = 1,
+                                    .loss = NAN,
+                                    .elapsed_ms = 0};
+        enum cv_store_job_status after = CV_STORE_JOB_RUNNING;
+        int st = cv_store_job_cancel(cv_srv.store, req->path_id, &f, &after);
+        cv_store_health(st);
+        if (st != CV_STORE_OK && st != CV_STORE_NOT_FOUND) {
+            cv_job_unref(job);
+            cv_store_job_free(&row);
+            return cv_http_reply_store_error(conn, req, st);
+        }
+        if (job != NULL)
+            cv_job_cancel(job); /* running here: stops at its next step */
+        if (job != NULL && st == CV_STORE_OK && after == CV_STORE_JOB_CANCELLED)
+            cv_job_retire_cancelled(job, done);
+        cv_job_unref(job);
+        job = cv_jobs_find(req->path_id);
+        cv_store_job_free(&row);
+        if (job == NULL && cv_store_job_get(cv_srv.store, req->path_id, CV_STORE_LOAD_RESULT,
+                                            &row) != CV_STORE_OK) {
+            cv_job_unref(job);
+            return reply_not_found(conn, req);
+        }
+    } else if (job == NULL) {
+        cv_store_job_free(&row);
+        if (cv_store_job_get(cv_srv.store, req->path_id, CV_STORE_LOAD_RESULT, &row) != CV_STORE_OK)
+            return reply_not_found(conn, req);
+    }
+    size_t len = 0;
+    char *body = job ? job_dump(job, &len) : row_dump(&row, &len);
+    ret = reply_job_body(conn, req, body, len, terminal ? 200 : 202, NULL);
     cv_job_unref(job);
+    cv_store_job_free(&row);
     return ret;
 }
 
@@ -407,18 +538,25 @@ static int handle_job_events(struct MHD_Connection *conn, struct cv_req *req) {
         if (*last != '\0' && *end == '\0' && n >= 0)
             after = n;
     }
-    struct cv_job *job = find_job(conn, req, &ret);
-    if (job == NULL)
+    struct cv_job *job;
+    struct cv_store_job row;
+    if (!find_job(conn, req, 0, &job, &row, &ret))
         return ret;
-    size_t from = (size_t)(after + 1);
-    pthread_mutex_lock(&job->mu);
-    bool nothing_new = job->terminal && from >= job->n_events;
-    pthread_mutex_unlock(&job->mu);
+    int64_t from = after + 1;
+    bool nothing_new;
+    if (job != NULL) {
+        pthread_mutex_lock(&job->mu);
+        nothing_new = job->terminal && from > job->written_seq;
+        pthread_mutex_unlock(&job->mu);
+    } else {
+        nothing_new = cv_store_job_status_terminal(row.status) && from > row.last_seq;
+    }
     if (nothing_new) /* 204 tells EventSource to stop reconnecting */
         ret = cv_http_reply(conn, req, 204, "text/plain", "", 0);
     else
-        ret = cv_stream_reply(conn, req, job, from, wants_sse(conn), false);
+        ret = cv_stream_reply(conn, req, req->path_id, job, from, wants_sse(conn), false);
     cv_job_unref(job);
+    cv_store_job_free(&row);
     return ret;
 }
 
