@@ -281,6 +281,11 @@ int cv_jobs_queued(void);
  * hand back to the store for the next start). */
 void cv_jobs_stop_all(void);
 
+/* Fleet: drops from the registry the jobs this process accepted (POST /jobs) that another
+ * replica claimed or ended meanwhile, so they count against neither --queue nor memory, and
+ * requests for them read the store. Called by the writer thread (does store reads). */
+void cv_jobs_forget_taken(void);
+
 /* Number of live registered jobs this process runs or has claimed (drain waits for 0). */
 int cv_jobs_active(void);
 
@@ -332,6 +337,13 @@ void cv_writer_stop(void);
 /* Wakes the writer (new events or a checkpoint) / the dispatcher (a job queued, a worker free). */
 void cv_writer_kick(void);
 void cv_dispatch_kick(void);
+
+/* Store notifications for readers of jobs that are not live here (queued, or run by another
+ * replica): a counter that grows with every EVENTS/STATE note of the store (pg: LISTEN/NOTIFY
+ * from the whole fleet). cv_store_note_gen reads it; cv_store_note_wait waits up to ms for it to
+ * pass gen (the slow poll is the timeout: notes are hints, the store is the truth). */
+uint64_t cv_store_note_gen(void);
+void cv_store_note_wait(uint64_t gen, int ms);
 
 /* The writer lock: held while a batch is collected and committed, and by a worker while it
  * commits its job's end, so the two never interleave one job's events. */
