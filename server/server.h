@@ -372,6 +372,12 @@ void cv_metrics_job_done(enum cv_job_kind kind, enum cv_job_state state);
 /* Counts one training step. */
 void cv_metrics_train_step(void);
 
+/* Store figures: a claim that took a job and how long it took; a failed store call; a job
+ * resumed from a checkpoint. */
+void cv_metrics_store_claim(double seconds);
+void cv_metrics_store_error(void);
+void cv_metrics_store_resume(void);
+
 /* The exposition text (caller free()s), with the pool's gauges; NULL when out of memory. */
 char *cv_metrics_render(struct cv_pool *pool, size_t *len);
 

@@ -88,6 +88,8 @@ static void sleep_ms(double ms) {
 void cv_store_health(int status) {
     bool ok =
         status != CV_STORE_UNAVAILABLE && status != CV_STORE_NOMEM && status != CV_STORE_CORRUPT;
+    if (!ok)
+        cv_metrics_store_error();
     bool was = atomic_exchange(&cv_srv.store_ok, ok);
     if (was == ok)
         return;
@@ -391,6 +393,7 @@ static void prepare_resume(struct cv_job *job, const struct cv_store_job *row) {
     snprintf(extra, sizeof extra, "\"job\":\"%s\",\"step\":%d,\"attempt\":%d", job->id, (int)step,
              (int)row->attempt);
     cv_log_msg("info", "job resumed", extra);
+    cv_metrics_store_resume();
 }
 
 /* Handles one claimed row. */
@@ -457,8 +460,10 @@ static void *dispatch_main(void *arg) {
             continue;
         }
         struct cv_store_job row;
+        double t0 = cv_now_ms();
         int st = cv_store_job_claim(cv_srv.store, cv_srv.owner, lease_ms, &row);
         if (st == CV_STORE_OK) {
+            cv_metrics_store_claim((cv_now_ms() - t0) / 1000.0);
             dispatch(&row);
             cv_store_job_free(&row);
             continue; /* maybe more */
