@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "store_impl.h"
@@ -235,8 +236,10 @@ static int conn_open(struct conn *c, const char *path, const struct cv_store_opt
     sqlite3_busy_timeout(c->db, o->busy_timeout_ms);
     const char *pragmas = o->sync == CV_STORE_SYNC_FULL
                               ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                                " PRAGMA journal_size_limit=8388608;"
                                 " PRAGMA foreign_keys=OFF;"
                               : "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+                                " PRAGMA journal_size_limit=8388608;"
                                 " PRAGMA foreign_keys=OFF;";
     rc = sqlite3_exec(c->db, pragmas, NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
@@ -516,7 +519,21 @@ static int s_ping(struct cv_store *s) {
     pthread_mutex_lock(&ss->wmu);
     bool failed = ss->write_failed;
     pthread_mutex_unlock(&ss->wmu);
-    if (failed) { /* the disk was full: try a tiny write to see whether it still is */
+    if (failed) {
+        /* The last write failed. A tiny write may still fit in the WAL's old pages while the
+         * disk is full, so look at the free space first: under 1 MiB is still full. */
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s", ss->path);
+        char *slash = strrchr(dir, '/');
+        if (slash == NULL)
+            snprintf(dir, sizeof dir, ".");
+        else if (slash == dir)
+            dir[1] = '\0';
+        else
+            *slash = '\0';
+        struct statvfs vfs;
+        if (statvfs(dir, &vfs) == 0 && (uint64_t)vfs.f_bavail * vfs.f_frsize < (1u << 20))
+            return cv__store_fail(CV_STORE_UNAVAILABLE, "sqlite: the disk of %s is full", dir);
         int st = wbegin(ss);
         if (st != CV_STORE_OK)
             return st;
