@@ -35,6 +35,9 @@ static bool writer_kicked, dispatch_kicked, stopping;
 static pthread_t writer_thread, dispatch_thread;
 static bool started;
 static atomic_bool trim_wanted;
+/* Finished jobs in the store as far as this process knows (set at start, + each end, - each
+ * deletion), so that retention after a job's end costs nothing while under --job-history. */
+static atomic_llong finished_count;
 
 void cv_writer_lock(void) {
     pthread_mutex_lock(&writer_mu);
@@ -309,9 +312,12 @@ static void retain(int rounds) {
 
 void cv_writer_retain_now(void) {
     int deleted = 0;
+    atomic_store(&trim_wanted, true); /* a job's log was freed: malloc_trim soon */
+    if (atomic_fetch_add(&finished_count, 1) + 1 <= cv_srv.cfg.job_history)
+        return;
     /* Exact --job-history for the next client: one small transaction right after a job ends. */
     cv_store_retain(cv_srv.store, cv_srv.cfg.job_history, 0, 16, &deleted);
-    atomic_store(&trim_wanted, true); /* a job's log was freed: malloc_trim soon */
+    atomic_fetch_sub(&finished_count, deleted);
 }
 
 /* ---- the writer thread ------------------------------------------------------------------------
@@ -476,6 +482,11 @@ static void on_note(void *user, enum cv_store_note note, const char *job_id, int
 }
 
 int cv_writer_start(void) {
+    int64_t all = 0, queued = 0, running = 0;
+    cv_store_job_count(cv_srv.store, -1, &all);
+    cv_store_job_count(cv_srv.store, CV_STORE_JOB_QUEUED, &queued);
+    cv_store_job_count(cv_srv.store, CV_STORE_JOB_RUNNING, &running);
+    atomic_store(&finished_count, all - queued - running);
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
