@@ -27,6 +27,7 @@
 #define RETAIN_EVERY_MS 1000.0
 #define RETAIN_BATCH    200  /* jobs per retention transaction */
 #define MAX_LIVE        4096 /* jobs one batch looks at */
+#define KEEP_COMMITTED  512  /* committed events a running job keeps in memory for followers */
 
 static pthread_mutex_t writer_mu = PTHREAD_MUTEX_INITIALIZER; /* the writer lock */
 static pthread_mutex_t kick_mu = PTHREAD_MUTEX_INITIALIZER;   /* guards the flags below */
@@ -183,8 +184,11 @@ static void settle(struct pending *p, const struct cv_store_append *item) {
     if (item->status == CV_STORE_OK) {
         if (p->n_ev > 0) {
             job->written_seq = p->ev[p->n_ev - 1].seq;
-            /* Committed events live in the store now; readers behind fetch them from there. */
-            size_t drop = (size_t)(job->written_seq + 1 - job->base_seq);
+            /* Committed events live in the store now; the newest KEEP_COMMITTED stay here too,
+             * so live followers (a commit or two behind) read memory, not the database, and
+             * readers further behind fetch them from the store. */
+            size_t committed = (size_t)(job->written_seq + 1 - job->base_seq);
+            size_t drop = committed > KEEP_COMMITTED ? committed - KEEP_COMMITTED : 0;
             for (size_t i = 0; i < drop; i++)
                 free(job->events[i].json);
             memmove(job->events, job->events + drop,
