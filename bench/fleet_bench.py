@@ -123,9 +123,9 @@ def main():
     b, pb = start(pg_url, "--lease", "5")
     res["pg_tiny_2"] = tiny([pa, pb])
     # follower latency: a steady training with report_every 1 on A; followers on A and B
-    body = train_body(128, 3000, 1)
+    body = train_body(128, 20000, 1)
     job = post(pa, body)
-    while psql("SELECT status FROM cv_jobs WHERE id = '%s'" % job) != "1":
+    while psql("SELECT status FROM cv_jobs WHERE id = '%s'" % job) == "0":
         time.sleep(0.01)
     owner_pid = int(psql("SELECT split_part(owner, ':', 2) FROM cv_jobs WHERE id = '%s'" % job))
     runner, other = (pa, pb) if owner_pid == a.pid else (pb, pa)
