@@ -430,6 +430,12 @@ static void dispatch(struct cv_store_job *row) {
     pthread_mutex_lock(&job->mu);
     job->attempt = row->attempt;
     pthread_mutex_unlock(&job->mu);
+    if (atomic_load(&job->cancel)) {
+        /* DELETE came while the claim was under way: end it now, claimed and unstarted. */
+        cv_job_cancel(job);
+        cv_job_unref(job);
+        return;
+    }
     if (row->attempt > 1)
         prepare_resume(job, row);
     /* The pool may have filled up since the claim (a /train or /corr2d of a connection took
