@@ -439,16 +439,19 @@ static void dispatch(struct cv_store_job *row) {
     pthread_mutex_lock(&job->mu);
     job->attempt = row->attempt;
     pthread_mutex_unlock(&job->mu);
+    if (atomic_load(&job->cancel)) {
+        /* DELETE came while the claim was under way: end it now, claimed and unstarted. */
+        cv_job_cancel(job);
+        cv_job_unref(job);
+        return;
+    }
     if (row->attempt > 1)
         prepare_resume(job, row);
-    if (cv_job_submit(job, cv_srv.pool) != CV_OK) {
-        /* The pool filled up meanwhile: back to the queue for the next round. */
-        cv_writer_flush_job(job);
-        cv_store_job_release(cv_srv.store, row->id, row->attempt);
-        pthread_mutex_lock(&job->mu);
-        job->attempt = 0;
-        pthread_mutex_unlock(&job->mu);
-    }
+    /* The pool may have filled up since the claim (a /train or /corr2d of a connection took
+     * the room): the job is ours now, so wait for room rather than hand it back, which would
+     * count as an attempt. */
+    while (cv_job_submit(job, cv_srv.pool) == CV_EAGAIN)
+        sleep_ms(5);
     cv_job_unref(job);
 }
 
