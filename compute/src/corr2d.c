@@ -1,7 +1,7 @@
 /* float32 corr2d forward and backward: shape checks, path selection and threading.
  *
  * Two paths compute the same sums:
- *  - the vectorised kernels (corr2d_impl.h, corr2d_kern.h), compiled for AVX-512, AVX2 and the
+ *  - the vectorised kernels (corr2d_impl.h, corr2d_*.h), compiled for AVX-512, AVX2 and the
  *    baseline ISA and picked at run time with __builtin_cpu_supports (cv_corr2d_set_isa can force
  *    one). They cover stride_w 1 (and, for the input gradient, stride 1): every kernel size,
  *    padding, dilation, channel count and odd width. Among them, fast-algorithm kernels where

@@ -2,10 +2,11 @@
  *
  * corr2d.c checks shapes, picks a path and owns every OpenMP region; the kernels here are serial
  * functions that process a contiguous range of work items, so a thread only ever runs one of
- * them on its own block of items. The kernels are written once, in corr2d_kern.h, and compiled
- * three times: corr2d_avx512.c and corr2d_avx2.c with `#pragma GCC target(...)` (no build flags,
- * so the binary still runs on any x86-64) and corr2d_portable.c for the baseline ISA. corr2d.c
- * picks a table with __builtin_cpu_supports, never at compile time.
+ * them on its own block of items. The kernels are written once, one file per algorithm
+ * (corr2d_vec.h lists them), and compiled three times: corr2d_avx512.c and corr2d_avx2.c with
+ * `#pragma GCC target(...)` (no build flags, so the binary still runs on any x86-64) and
+ * corr2d_portable.c for the baseline ISA. corr2d.c picks a table with __builtin_cpu_supports,
+ * never at compile time.
  *
  * Two operations cover the three public passes:
  *

@@ -483,7 +483,7 @@ START_TEST(test_corr2d_isa_selection) {
 }
 END_TEST
 
-/* A problem chosen to land on one path of the kernels (corr2d.c, corr2d_kern.h). */
+/* A problem chosen to land on one path of the kernels (corr2d.c, corr2d_*.h). */
 struct shape_case {
     int64_t n, c, h, w, co, kh, kw;
     struct cv_conv2d_geom g; /* pad top, bottom, left, right; stride h, w; dilation h, w */

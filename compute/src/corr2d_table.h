@@ -1,0 +1,30 @@
+/* The table of one compiled variant of the kernels: included last by each ISA unit. */
+#ifndef CV__KERN_ISA
+#error "corr2d_table.h is included by corr2d_<isa>.c only"
+#endif
+
+/* ---- the table ---------------------------------------------------------------------------- */
+
+#define CV__CAT2(a, b) a##b
+#define CV__CAT(a, b)  CV__CAT2(a, b)
+
+const struct cv__isa CV__CAT(cv__isa_, CV__KERN_NAME) = {
+    .name = CV__KERN_NAME_STR,
+    .vl = VL,
+    .corr_plan = corr_plan,
+    .corr_items = corr_items,
+    .corr_run = corr_run,
+    .wino_items = wino_items,
+    .wino_run = wino_run,
+    .rw_fits = rw_fits,
+    .rw_items = rw_items,
+    .rw_run = rw_run,
+    .wk_fits = wk_fits,
+    .wk_units = wk_units,
+    .wk_run = wk_run,
+    .bk_fits = bk_fits,
+    .bk_units = bk_units,
+    .bk_run = bk_run,
+    .sum = sum,
+    .sqerr = sqerr,
+};
