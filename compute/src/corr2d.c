@@ -25,6 +25,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdlib.h>
 
 #include "convd/status.h"
 #include "corr2d_impl.h"
@@ -238,10 +239,43 @@ static bool wino_fits(const struct cv__isa *isa, const struct cv__corr_op *op) {
     return tw * 5 >= lanes * 2;
 }
 
+/* Runs a corr op with Winograd F(4x4, 3x3) when isa takes it and its workspace can be
+ * allocated: the kernel transform into the shared U first (output groups split among the
+ * threads), then, after a barrier, each thread's tile blocks with its own V. False when it did
+ * not run. */
+static bool w4_dispatch(const struct cv__isa *isa, const struct cv__corr_op *op, int64_t macs,
+                        int n_threads) {
+    if (!isa->w4_fits(op))
+        return false;
+    const int64_t items = isa->w4_items(op), groups = isa->w4_groups(op);
+    const int nt = team_size(macs, items, n_threads);
+    const int64_t uf = isa->w4_u_floats(op), vfl = isa->w4_v_floats(op);
+    const size_t bytes = (size_t)(uf + vfl * nt) * sizeof(float);
+    float *ws = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (ws == NULL)
+        return false;
+    if (nt == 1) {
+        isa->w4_kernel(op, ws, 0, groups);
+        isa->w4_run(op, ws, ws + uf, 0, items);
+    } else {
+#pragma omp parallel num_threads(nt)
+        {
+            const int64_t t = omp_get_thread_num(), nth = omp_get_num_threads();
+            isa->w4_kernel(op, ws, groups * t / nth, groups * (t + 1) / nth);
+#pragma omp barrier
+            isa->w4_run(op, ws, ws + uf + vfl * t, items * t / nth, items * (t + 1) / nth);
+        }
+    }
+    free(ws);
+    return true;
+}
+
 /* Runs a corr op on the fastest kernel of isa that can take it; false when none can (the
  * caller then takes the plain loops). */
 static bool corr_dispatch(const struct cv__isa *isa, struct cv__corr_op *op, int64_t macs,
                           int n_threads) {
+    if (w4_dispatch(isa, op, macs, n_threads))
+        return true;
     if (wino_fits(isa, op)) {
         corr_parallel(isa->wino_items, isa->wino_run, op, macs, n_threads);
         return true;

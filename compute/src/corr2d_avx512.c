@@ -12,6 +12,7 @@
 #include "corr2d_bk.h"
 #include "corr2d_sum.h"
 #include "corr2d_wino.h"
+#include "corr2d_wino4.h"
 #include "corr2d_rwino.h"
 #include "corr2d_wgrad.h"
 #include "corr2d_table.h"

@@ -22,15 +22,15 @@
  *          dbias[o] = sum dy[n,o,i,j] is summed in the same pass over dY.
  *
  * Each has direct kernels for every shape and fast-algorithm kernels where they pay: corr with
- * Winograd F(2x2, 3x3) (wino_*) and the row Winograd F(4, 5) (rw_*), bk with the Winograd
- * F(2x2, 3x3) kernel gradient (wk_*). The table also carries the vectorised squared-error sum
- * of loss.c.
+ * Winograd F(4x4, 3x3) (w4_*), F(2x2, 3x3) (wino_*) and the row Winograd F(4, 5) (rw_*), bk with
+ * the Winograd F(2x2, 3x3) kernel gradient (wk_*). The table also carries the vectorised
+ * squared-error sum of loss.c.
  *
- * None allocates: a kernel's scratch (zero-padded copies of the windows it reads, transformed
- * tiles, row-pointer tables, partial sums) lives in fixed arrays on the running thread's stack,
- * at most about 130 KiB (the forward kernels, which a small /corr2d runs on a connection thread
- * with a 512 KiB stack, about 100 KiB). Shapes whose scratch would not fit take other kernels
- * or the generic loops. */
+ * None allocates (F(4x4, 3x3) runs in a workspace corr2d.c allocates for the call): a kernel's
+ * scratch (zero-padded copies of the windows it reads, transformed tiles, row-pointer tables,
+ * partial sums) lives in fixed arrays on the running thread's stack, at most about 130 KiB (the
+ * forward kernels, which a small /corr2d runs on a connection thread with a 512 KiB stack, about
+ * 100 KiB). Shapes whose scratch would not fit take other kernels or the generic loops. */
 #ifndef CONVD_CORR2D_IMPL_H
 #define CONVD_CORR2D_IMPL_H
 
@@ -112,6 +112,18 @@ struct cv__isa {
      * w_bs 1: its work items and the kernel running items [lo, hi). */
     int64_t (*wino_items)(const struct cv__corr_op *op);
     void (*wino_run)(const struct cv__corr_op *op, int64_t lo, int64_t hi);
+    /* Winograd F(4x4, 3x3) (corr2d_wino4.h) for corr ops with 3x3 kernels, stride 1 and
+     * dilation 1, >= 16 channels each way: whether it takes op; the floats of its workspace
+     * (U, shared, and one V buffer per thread); its output-channel groups and the kernel
+     * transform of groups [lo, hi) into U; its work items and the kernel running items
+     * [lo, hi) with U and the thread's V. */
+    bool (*w4_fits)(const struct cv__corr_op *op);
+    int64_t (*w4_u_floats)(const struct cv__corr_op *op);
+    int64_t (*w4_v_floats)(const struct cv__corr_op *op);
+    int64_t (*w4_groups)(const struct cv__corr_op *op);
+    void (*w4_kernel)(const struct cv__corr_op *op, float *u, int64_t lo, int64_t hi);
+    int64_t (*w4_items)(const struct cv__corr_op *op);
+    void (*w4_run)(const struct cv__corr_op *op, const float *u, float *v, int64_t lo, int64_t hi);
     /* Row Winograd F(4, 5) (corr2d_rwino.h) for corr ops with kernel rows 5 wide, stride and
      * dilation 1: whether it can run op, its work items, the kernel running items [lo, hi). */
     bool (*rw_fits)(const struct cv__corr_op *op);

@@ -537,6 +537,13 @@ static const struct shape_case shape_cases[] = {
     {2, 24, 7, 70, 18, 3, 3, GEOM(2, 1, 0, 2, 1, 1, 1, 1), "winograd wide rows, odd height"},
     {1, 16, 3, 600, 17, 3, 3, PAD(1), "winograd dK: float sums flushed within a 300-tile row"},
     {1, 2, 12, 29, 3, 3, 3, GEOM(0, 1, 1, 0, 1, 2, 1, 1), "column stride 2: plain loops"},
+    /* 3x3, stride 1, many channels, tile rows at least half a vector: Winograd F(4x4, 3x3)
+     * (forward and input gradient; the narrower ones above take F(2x2, 3x3) on AVX-512). */
+    {1, 70, 12, 37, 20, 3, 3, PAD(1), "winograd 4x4 70 -> 20: two channel chunks"},
+    {2, 16, 18, 130, 17, 3, 3, GEOM(0, 2, 1, 0, 1, 1, 1, 1),
+     "winograd 4x4 wide rows, asymmetric padding, 17 outputs"},
+    {3, 24, 11, 62, 16, 3, 3, PAD(0), "winograd 4x4 unpadded, partial tile row and group"},
+    {1, 16, 9, 64, 24, 3, 3, GEOM(2, 2, 3, 3, 1, 1, 1, 1), "padding 2 and 3: F(2x2, 3x3), not 4x4"},
     /* 5 columns, stride and dilation 1, >= 4 output channels: row Winograd F(4, 5). */
     {1, 3, 23, 300, 16, 5, 5, PAD(2), "row winograd 3 -> 16: strips, edge copies"},
     {2, 4, 37, 70, 6, 3, 5, GEOM(1, 2, 0, 3, 1, 1, 1, 1), "row winograd 4 -> 6 asymmetric"},
@@ -732,6 +739,27 @@ START_TEST(test_corr2d_row_winograd_random) {
                                       5,
                                       GEOM(pt, pb, pl, pr, 1, 1, 1, 1),
                                       "row winograd random"};
+        check_shape_case(&sc, 1e-5);
+    }
+}
+END_TEST
+
+START_TEST(test_corr2d_winograd4_random) {
+    /* Random shapes for Winograd F(4x4, 3x3) (3x3, stride and dilation 1, >= 16 channels each
+     * way, padding <= 1): widths land anywhere in a tile block and its masked or copied edges,
+     * heights leave partial tile rows, and the input gradient takes it as well. */
+    rng_state = 0x5eed000c;
+    for (int cse = 0; cse < 12; cse++) {
+        const struct shape_case sc = {
+            rng_int(1, 2),
+            rng_int(16, 20),
+            rng_int(9, 22),
+            rng_int(9, 140),
+            rng_int(16, 20),
+            3,
+            3,
+            GEOM(rng_int(0, 1), rng_int(0, 1), rng_int(0, 1), rng_int(0, 1), 1, 1, 1, 1),
+            "winograd 4x4 random"};
         check_shape_case(&sc, 1e-5);
     }
 }
@@ -1269,6 +1297,7 @@ static Suite *compute_suite(void) {
     tcase_add_test(tc, test_corr2d_isas_random);
     tcase_add_test(tc, test_corr2d_winograd_no_bias);
     tcase_add_test(tc, test_corr2d_row_winograd_random);
+    tcase_add_test(tc, test_corr2d_winograd4_random);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("loss");
