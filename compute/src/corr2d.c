@@ -276,6 +276,10 @@ static bool corr_dispatch(const struct cv__isa *isa, struct cv__corr_op *op, int
                           int n_threads) {
     if (w4_dispatch(isa, op, macs, n_threads))
         return true;
+    if (isa->st_fits(op)) {
+        corr_parallel(isa->st_items, isa->st_run, op, macs, n_threads);
+        return true;
+    }
     if (wino_fits(isa, op)) {
         corr_parallel(isa->wino_items, isa->wino_run, op, macs, n_threads);
         return true;

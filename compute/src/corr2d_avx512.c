@@ -9,6 +9,7 @@
 /* clang-format off */
 #include "corr2d_vec.h"
 #include "corr2d_direct.h"
+#include "corr2d_stream.h"
 #include "corr2d_bk.h"
 #include "corr2d_sum.h"
 #include "corr2d_wino.h"

@@ -112,6 +112,12 @@ struct cv__isa {
      * w_bs 1: its work items and the kernel running items [lo, hi). */
     int64_t (*wino_items)(const struct cv__corr_op *op);
     void (*wino_run)(const struct cv__corr_op *op, int64_t lo, int64_t hi);
+    /* The streaming kernel (corr2d_stream.h) for memory-bound single-channel corr ops
+     * (outputs of >= 16 MiB, no padding): whether it takes op, its work items (output pages),
+     * the kernel running items [lo, hi). */
+    bool (*st_fits)(const struct cv__corr_op *op);
+    int64_t (*st_items)(const struct cv__corr_op *op);
+    void (*st_run)(const struct cv__corr_op *op, int64_t lo, int64_t hi);
     /* Winograd F(4x4, 3x3) (corr2d_wino4.h) for corr ops with 3x3 kernels, stride 1 and
      * dilation 1, >= 16 channels each way: whether it takes op; the floats of its workspace
      * (U, shared, and one V buffer per thread); its output-channel groups and the kernel
