@@ -592,6 +592,30 @@ static void wk_parallel(const struct cv__isa *isa, const struct cv__bk_op *op, i
     }
 }
 
+/* Runs the Winograd F(4x4, 3x3) kernel-gradient units of op, one contiguous block per thread,
+ * each thread with its scratch in a workspace allocated here; false (nothing done) when the
+ * workspace cannot be allocated. */
+static bool wk4_parallel(const struct cv__isa *isa, const struct cv__bk_op *op, int64_t macs,
+                         int n_threads) {
+    const int64_t units = isa->wk4_units(op);
+    const int nt = team_size(macs, units, n_threads);
+    const int64_t per = (isa->wk4_scratch_floats(op) + 15) / 16 * 16; /* 64-byte blocks */
+    float *ws = aligned_alloc(64, (size_t)(per * nt) * sizeof(float));
+    if (ws == NULL)
+        return false;
+    if (nt == 1) {
+        isa->wk4_run(op, ws, 0, units);
+    } else {
+#pragma omp parallel num_threads(nt)
+        {
+            const int64_t t = omp_get_thread_num(), nth = omp_get_num_threads();
+            isa->wk4_run(op, ws + per * t, units * t / nth, units * (t + 1) / nth);
+        }
+    }
+    free(ws);
+    return true;
+}
+
 int cv_corr2d_backward_kernel(const struct cv_tensor *x, const struct cv_tensor *dy,
                               const struct cv_conv2d_geom *g, struct cv_tensor *dk, float *dbias,
                               int n_threads) {
@@ -626,6 +650,12 @@ int cv_corr2d_backward_kernel(const struct cv_tensor *x, const struct cv_tensor 
         .dk = dk->data,
         .dbias = dbias,
     };
+    if (isa != NULL && g->stride_w == 1 && isa->wk4_fits(&op) &&
+        wk4_parallel(isa, &op, macs, n_threads)) {
+        if (dbias != NULL)
+            bias_gradient(isa, dy->data, &d, dbias);
+        return CV_OK;
+    }
     if (isa != NULL && g->stride_w == 1 && isa->wk_fits(&op)) {
         wk_parallel(isa, &op, macs, n_threads);
         if (dbias != NULL)

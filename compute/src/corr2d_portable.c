@@ -14,5 +14,6 @@
 #include "corr2d_wino4.h"
 #include "corr2d_rwino.h"
 #include "corr2d_wgrad.h"
+#include "corr2d_wgrad4.h"
 #include "corr2d_table.h"
 /* clang-format on */

@@ -6,8 +6,8 @@
  * corr2d_portable.c each define CV__KERN_ISA (AVX512, AVX2 or PORTABLE), set the target with
  * `#pragma GCC target` for the x86 variants, then include, in order, this file, corr2d_direct.h,
  * corr2d_stream.h, corr2d_bk.h, corr2d_sum.h, corr2d_wino.h, corr2d_wino4.h, corr2d_rwino.h,
- * corr2d_wgrad.h and corr2d_table.h. Everything is static; the only export is the table
- * corr2d_table.h defines. */
+ * corr2d_wgrad.h, corr2d_wgrad4.h and corr2d_table.h. Everything is static; the only export is the
+ * table corr2d_table.h defines. */
 #ifndef CV__KERN_ISA
 #error "corr2d_vec.h is included by corr2d_<isa>.c only"
 #endif

@@ -213,10 +213,10 @@ static void w4_kernel(const struct cv__corr_op *op, float *u, int64_t lo, int64_
     }
 }
 
-/* v[(pos * W4_CB + cc) * W4_Q * VL + q * VL + lane] = (B^T d B)[pos] of tile (tr, tc0 + lane),
- * channel c0 + cc of image n, for cc < cb. */
+/* v[pos * xs + cc * cs + lane] = (B^T d B)[pos] of tile (tr, tc0 + lane), channel c0 + cc of
+ * image n, for cc < cb. */
 static void w4_input(const struct cv__corr_op *op, int64_t n, int64_t c0, int cb, int64_t tr,
-                     int64_t tc0, int q, float *rows, float *v) {
+                     int64_t tc0, float *rows, float *v, int64_t xs, int64_t cs) {
     static const float zero_row[W4_RS];
     const int64_t col0 = 4 * tc0 + op->off_w;
     int64_t lo = -col0, hi = op->src_w - col0;
@@ -263,7 +263,7 @@ static void w4_input(const struct cv__corr_op *op, int64_t n, int64_t c0, int cb
             vf t[6];
             w4_bt(col, t);
             for (int i = 0; i < 6; i++)
-                v_store(v + ((i * 6 + j) * W4_CB + cc) * W4_Q * VL + q * VL, t[i]);
+                v_store(v + (i * 6 + j) * xs + cc * cs, t[i]);
         }
     }
 }
@@ -357,7 +357,8 @@ static void w4_run(const struct cv__corr_op *op, const float *u, float *v, int64
             for (int q = 0; q < W4_Q; q++) {
                 /* A missing last block transforms its neighbour's tiles and is not written. */
                 const int64_t blk = g0 + (q < nq ? q : 0);
-                w4_input(op, n, c0, cb, blk / bw, blk % bw * VL, q, rows, v);
+                w4_input(op, n, c0, cb, blk / bw, blk % bw * VL, rows, v + q * VL,
+                         W4_CB * W4_Q * VL, W4_Q * VL);
             }
             for (int64_t og = 0; og < nog; og++) {
                 w4_gemm(u + (og * nch + ch) * 36 * W4_CB * W4_NO, v, cb, m);

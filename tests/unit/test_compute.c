@@ -544,6 +544,7 @@ static const struct shape_case shape_cases[] = {
      "winograd 4x4 wide rows, asymmetric padding, 17 outputs"},
     {3, 24, 11, 62, 16, 3, 3, PAD(0), "winograd 4x4 unpadded, partial tile row and group"},
     {1, 16, 9, 64, 24, 3, 3, GEOM(2, 2, 3, 3, 1, 1, 1, 1), "padding 2 and 3: F(2x2, 3x3), not 4x4"},
+    {1, 16, 10, 520, 17, 3, 3, PAD(1), "winograd 4x4 dK: flushed within a row, a partial gather"},
     /* 5 columns, stride and dilation 1, >= 4 output channels: row Winograd F(4, 5). */
     {1, 3, 23, 300, 16, 5, 5, PAD(2), "row winograd 3 -> 16: strips, edge copies"},
     {2, 4, 37, 70, 6, 3, 5, GEOM(1, 2, 0, 3, 1, 1, 1, 1), "row winograd 4 -> 6 asymmetric"},
