@@ -73,6 +73,12 @@ roofline() {
 }
 roofline
 
+# The accuracy of the paths the many-channel layer takes, against the double reference.
+"$bin/convd-bench" accuracy --input 8,64,56,56 --kernel 64,64,3,3 --padding 1 --threads "$threads" \
+  >>"$log"
+"$bin/convd-bench" accuracy --input 8,64,56,56 --kernel 64,64,3,3 --padding 1 --threads "$threads" \
+  --isa generic >>"$log"
+
 single_channel() { [[ $1 == 1,1,* && $2 == 1,1,* ]]; }
 
 for r in $(seq 1 "$rounds"); do

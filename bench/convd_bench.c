@@ -8,6 +8,8 @@
  *                      [--steps S] [--threads T] [--loss mse|sse] [--lr LR] [--isa ...] [--json]
  *   convd-bench peak   [--threads T] [--json]     (the FMA peak, GFLOP/s)
  *   convd-bench triad  [--threads T] [--json]     (STREAM triad bandwidth, GB/s)
+ *   convd-bench accuracy --input N,C,H,W --kernel Cout,C,kh,kw [--padding P] [--isa ...]
+ *                      (errors of forward, dX and dK against the double reference)
  *
  * corr2d prints the median, min and max over the repeats of one pass (fwd: the forward pass;
  * fwd+bwd: forward, input gradient and kernel gradient; bwdk: the kernel gradient alone, dK
@@ -30,6 +32,7 @@
 #include "convd/corr2d.h"
 #include "convd/loss.h"
 #include "convd/optim.h"
+#include "convd/ref.h"
 #include "convd/status.h"
 #include "convd/tensor.h"
 #include "convd/train.h"
@@ -66,7 +69,9 @@ static void usage(void) {
             "         [--padding P] [--steps S] [--threads T] [--loss mse|sse] [--lr LR]\n"
             "         [--isa ...] [--json]\n"
             "       convd-bench peak [--threads T] [--json]   (the FMA peak, GFLOP/s)\n"
-            "       convd-bench triad [--threads T] [--json]  (triad bandwidth, GB/s)\n");
+            "       convd-bench triad [--threads T] [--json]  (triad bandwidth, GB/s)\n"
+            "       convd-bench accuracy --input N,C,H,W --kernel Cout,C,kh,kw [--padding P]\n"
+            "         [--isa ...]   (errors against the double reference, JSON)\n");
 }
 
 static bool parse_dims(const char *s, int64_t out[4]) {
@@ -115,7 +120,8 @@ static bool parse_opts(int argc, char **argv, struct bench_opts *o) {
         return false;
     o->cmd = argv[1];
     const bool peak = strcmp(o->cmd, "peak") == 0 || strcmp(o->cmd, "triad") == 0;
-    if (strcmp(o->cmd, "corr2d") != 0 && strcmp(o->cmd, "train") != 0 && !peak)
+    if (strcmp(o->cmd, "corr2d") != 0 && strcmp(o->cmd, "train") != 0 &&
+        strcmp(o->cmd, "accuracy") != 0 && !peak)
         return false;
     bool have_in = false, have_ker = false;
     for (int q = 2; q < argc; q++) {
@@ -485,6 +491,101 @@ static int bench_peak(const struct bench_opts *o) {
     return 0;
 }
 
+/* max |got - want| / scale (scale: the sum of |terms| behind want) and the relative RMS error
+ * ||got - want|| / ||want|| of n values. */
+static void errors_of(const float *got, const double *want, const double *scale, int64_t n,
+                      double *max_scaled, double *rel_rms) {
+    double m = 0.0, e2 = 0.0, w2 = 0.0;
+    for (int64_t q = 0; q < n; q++) {
+        const double d = (double)got[q] - want[q];
+        if (scale[q] > 0.0 && fabs(d) / scale[q] > m)
+            m = fabs(d) / scale[q];
+        e2 += d * d, w2 += want[q] * want[q];
+    }
+    *max_scaled = m;
+    *rel_rms = w2 > 0.0 ? sqrt(e2 / w2) : 0.0;
+}
+
+static double *doubles_of(const float *v, int64_t n, bool absolute) {
+    double *d = malloc((size_t)n * sizeof(double));
+    if (d != NULL)
+        for (int64_t q = 0; q < n; q++)
+            d[q] = absolute ? fabs((double)v[q]) : (double)v[q];
+    return d;
+}
+
+/* Forward (with a bias), dX and dK of the shared inputs (bench/fill.h) on the kernels picked
+ * for this shape, against cv_ref_* in double: the accuracy of whichever paths they take (the
+ * unit tests hold every path to 1e-5 of the sum of |terms|). */
+static int bench_accuracy(const struct bench_opts *o) {
+    const struct cv_conv2d_geom g = geom_of(o);
+    int64_t oh, ow;
+    if (cv_corr2d_out_shape(o->in[2], o->in[3], o->ker[2], o->ker[3], &g, &oh, &ow) != CV_OK) {
+        fprintf(stderr, "convd-bench: bad shape\n");
+        return 2;
+    }
+    const int64_t yd[4] = {o->in[0], o->ker[0], oh, ow};
+    struct cv_tensor x, k, dy, y, dx, dk;
+    if (tensor_shared(&x, o->in, CV_BENCH_SEED_X) != CV_OK ||
+        tensor_shared(&k, o->ker, CV_BENCH_SEED_K) != CV_OK ||
+        tensor_shared(&dy, yd, CV_BENCH_SEED_DY) != CV_OK ||
+        tensor_shared(&y, yd, CV_BENCH_SEED_W) != CV_OK ||
+        tensor_shared(&dx, o->in, CV_BENCH_SEED_W) != CV_OK ||
+        tensor_shared(&dk, o->ker, CV_BENCH_SEED_W) != CV_OK) {
+        fprintf(stderr, "convd-bench: out of memory\n");
+        return 2;
+    }
+    const int64_t co = o->ker[0];
+    float *bias = malloc((size_t)co * sizeof(float)), *db = malloc((size_t)co * sizeof(float));
+    if (bias == NULL || db == NULL)
+        return 2;
+    cv_bench_fill_n(bias, (uint64_t)co, CV_BENCH_SEED_W);
+    if (cv_corr2d_forward(&x, &k, bias, &g, &y, o->threads) != CV_OK ||
+        cv_corr2d_backward_input(&dy, &k, &g, &dx, o->threads) != CV_OK ||
+        cv_corr2d_backward_kernel(&x, &dy, &g, &dk, db, o->threads) != CV_OK) {
+        fprintf(stderr, "convd-bench: corr2d failed\n");
+        return 2;
+    }
+    const int64_t nx = cv_tensor_numel(&x), nk = cv_tensor_numel(&k), ny = cv_tensor_numel(&y);
+    double *xd = doubles_of(x.data, nx, false), *xa = doubles_of(x.data, nx, true);
+    double *kd = doubles_of(k.data, nk, false), *ka = doubles_of(k.data, nk, true);
+    double *gd = doubles_of(dy.data, ny, false), *ga = doubles_of(dy.data, ny, true);
+    double *bd = doubles_of(bias, co, false), *ba = doubles_of(bias, co, true);
+    double *ry = malloc((size_t)ny * sizeof(double)), *sy = malloc((size_t)ny * sizeof(double));
+    double *rx = malloc((size_t)nx * sizeof(double)), *sx = malloc((size_t)nx * sizeof(double));
+    double *rk = malloc((size_t)nk * sizeof(double)), *sk = malloc((size_t)nk * sizeof(double));
+    if (!xd || !xa || !kd || !ka || !gd || !ga || !bd || !ba || !ry || !sy || !rx || !sx || !rk ||
+        !sk) {
+        fprintf(stderr, "convd-bench: out of memory\n");
+        return 2;
+    }
+    const struct cv_ref_shape xs = {x.n, x.c, x.h, x.w}, ks = {k.n, k.c, k.h, k.w},
+                              ys = {y.n, y.c, y.h, y.w};
+    cv_ref_corr2d_forward(xd, xs, kd, ks, bd, &g, ry);
+    cv_ref_corr2d_forward(xa, xs, ka, ks, ba, &g, sy);
+    cv_ref_corr2d_backward_input(gd, ys, kd, ks, &g, rx, xs);
+    cv_ref_corr2d_backward_input(ga, ys, ka, ks, &g, sx, xs);
+    cv_ref_corr2d_backward_kernel(xd, xs, gd, ys, &g, rk, ks, NULL);
+    cv_ref_corr2d_backward_kernel(xa, xs, ga, ys, &g, sk, ks, NULL);
+    double e[3][2];
+    errors_of(y.data, ry, sy, ny, &e[0][0], &e[0][1]);
+    errors_of(dx.data, rx, sx, nx, &e[1][0], &e[1][1]);
+    errors_of(dk.data, rk, sk, nk, &e[2][0], &e[2][1]);
+    printf("{\"bench\":\"accuracy\",\"isa\":\"%s\",", cv_corr2d_isa_name(cv_corr2d_get_isa()));
+    print_dims("input", o->in);
+    putchar(',');
+    print_dims("kernel", o->ker);
+    printf(",\"padding\":%lld,\"fwd_max_scaled\":%.3g,\"fwd_rel_rms\":%.3g,"
+           "\"dx_max_scaled\":%.3g,\"dx_rel_rms\":%.3g,\"dk_max_scaled\":%.3g,"
+           "\"dk_rel_rms\":%.3g}\n",
+           (long long)o->padding, e[0][0], e[0][1], e[1][0], e[1][1], e[2][0], e[2][1]);
+    free(xd), free(xa), free(kd), free(ka), free(gd), free(ga), free(bd), free(ba);
+    free(ry), free(sy), free(rx), free(sx), free(rk), free(sk), free(bias), free(db);
+    cv_tensor_free(&x), cv_tensor_free(&k), cv_tensor_free(&dy);
+    cv_tensor_free(&y), cv_tensor_free(&dx), cv_tensor_free(&dk);
+    return 0;
+}
+
 /* The triad bandwidth over 3 x 128 MiB arrays (4x the 32 MiB L3 each): the memory roofline. */
 static int bench_triad(const struct bench_opts *o) {
     const double gbs = cv_bench_triad_gbs(o->threads, (int64_t)32 << 20, 0.5);
@@ -513,5 +614,7 @@ int main(int argc, char **argv) {
         return bench_peak(&o);
     if (strcmp(o.cmd, "triad") == 0)
         return bench_triad(&o);
+    if (strcmp(o.cmd, "accuracy") == 0)
+        return bench_accuracy(&o);
     return strcmp(o.cmd, "corr2d") == 0 ? bench_corr2d(&o) : bench_train(&o);
 }

@@ -83,7 +83,7 @@ def target_of(k):
 
 def main():
     log, threads = sys.argv[1], sys.argv[2]
-    best, meta, peaks, triads, errors, rounds = {}, {}, [], [], [], []
+    best, meta, peaks, triads, errors, rounds, acc = {}, {}, [], [], [], [], []
     for line in open(log):
         line = line.strip()
         if not line:
@@ -94,6 +94,9 @@ def main():
             continue
         if d.get("bench") == "triad":
             triads.append(d)
+            continue
+        if d.get("bench") == "accuracy":
+            acc.append(d)
             continue
         if d.get("meta") == "round":
             rounds.append(d)
@@ -241,6 +244,23 @@ def main():
         "check sums as convd's within 1e-6 of the sum of |output| (training steps run each "
         "library's own data, so they are not compared)."
     )
+    if acc:
+        out.append("")
+        out.append("## Accuracy against the double reference\n")
+        out.append(
+            "max = the largest |error| / (sum of |terms| of that output), the measure the unit "
+            "tests bound by 1e-5 for every path; rms = ||error|| / ||reference||. *generic* is "
+            "convd's plain loops, for comparison.\n"
+        )
+        out.append("| case | kernels | fwd max | fwd rms | dX max | dX rms | dK max | dK rms |")
+        out.append("|---|---|---:|---:|---:|---:|---:|---:|")
+        for d in acc:
+            c = ("corr2d", tuple(d["input"]), tuple(d["kernel"]), d["padding"], "fwd")
+            out.append(
+                f"| {shape_s(c)} | {d['isa']} | {d['fwd_max_scaled']:.2g} | {d['fwd_rel_rms']:.2g} | "
+                f"{d['dx_max_scaled']:.2g} | {d['dx_rel_rms']:.2g} | {d['dk_max_scaled']:.2g} | "
+                f"{d['dk_rel_rms']:.2g} |"
+            )
     print("\n".join(out))
 
 

@@ -31,6 +31,8 @@ assert not missing, "missing keys %s in %s" % (missing, d)' "$@"
 "$bench" train --input 1,1,12,12 --kernel 1,1,3,3 --bias --steps 3 --threads 1 --json |
   check bench threads steps ms_per_step median_ms
 "$bench" peak --threads 1 --json | check bench isa threads gflops
+"$bench" accuracy --input 1,16,9,12 --kernel 16,16,3,3 --padding 1 |
+  check bench isa fwd_max_scaled dx_max_scaled dk_max_scaled
 # Bad arguments are refused with status 2.
 if "$bench" corr2d --input 1,1,4 --kernel 1,1,3,3 2>/dev/null; then
   echo "accepted a bad --input"; exit 1
