@@ -1,7 +1,7 @@
 /* float32 corr2d forward and backward: shape checks, path selection and threading.
  *
  * Two paths compute the same sums:
- *  - the vectorised kernels (corr2d_impl.h, corr2d_kern.h), compiled for AVX-512, AVX2 and the
+ *  - the vectorised kernels (corr2d_impl.h, corr2d_*.h), compiled for AVX-512, AVX2 and the
  *    baseline ISA and picked at run time with __builtin_cpu_supports (cv_corr2d_set_isa can force
  *    one). They cover stride_w 1 (and, for the input gradient, stride 1): every kernel size,
  *    padding, dilation, channel count and odd width. Among them, fast-algorithm kernels where
@@ -25,6 +25,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdlib.h>
 
 #include "convd/status.h"
 #include "corr2d_impl.h"
@@ -238,10 +239,47 @@ static bool wino_fits(const struct cv__isa *isa, const struct cv__corr_op *op) {
     return tw * 5 >= lanes * 2;
 }
 
+/* Runs a corr op with Winograd F(4x4, 3x3) when isa takes it and its workspace can be
+ * allocated: the kernel transform into the shared U first (output groups split among the
+ * threads), then, after a barrier, each thread's tile blocks with its own V. False when it did
+ * not run. */
+static bool w4_dispatch(const struct cv__isa *isa, const struct cv__corr_op *op, int64_t macs,
+                        int n_threads) {
+    if (!isa->w4_fits(op))
+        return false;
+    const int64_t items = isa->w4_items(op), groups = isa->w4_groups(op);
+    const int nt = team_size(macs, items, n_threads);
+    const int64_t uf = isa->w4_u_floats(op), vfl = isa->w4_v_floats(op);
+    const size_t bytes = (size_t)(uf + vfl * nt) * sizeof(float);
+    float *ws = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (ws == NULL)
+        return false;
+    if (nt == 1) {
+        isa->w4_kernel(op, ws, 0, groups);
+        isa->w4_run(op, ws, ws + uf, 0, items);
+    } else {
+#pragma omp parallel num_threads(nt)
+        {
+            const int64_t t = omp_get_thread_num(), nth = omp_get_num_threads();
+            isa->w4_kernel(op, ws, groups * t / nth, groups * (t + 1) / nth);
+#pragma omp barrier
+            isa->w4_run(op, ws, ws + uf + vfl * t, items * t / nth, items * (t + 1) / nth);
+        }
+    }
+    free(ws);
+    return true;
+}
+
 /* Runs a corr op on the fastest kernel of isa that can take it; false when none can (the
  * caller then takes the plain loops). */
 static bool corr_dispatch(const struct cv__isa *isa, struct cv__corr_op *op, int64_t macs,
                           int n_threads) {
+    if (w4_dispatch(isa, op, macs, n_threads))
+        return true;
+    if (isa->st_fits(op)) {
+        corr_parallel(isa->st_items, isa->st_run, op, macs, n_threads);
+        return true;
+    }
     if (wino_fits(isa, op)) {
         corr_parallel(isa->wino_items, isa->wino_run, op, macs, n_threads);
         return true;
@@ -554,6 +592,30 @@ static void wk_parallel(const struct cv__isa *isa, const struct cv__bk_op *op, i
     }
 }
 
+/* Runs the Winograd F(4x4, 3x3) kernel-gradient units of op, one contiguous block per thread,
+ * each thread with its scratch in a workspace allocated here; false (nothing done) when the
+ * workspace cannot be allocated. */
+static bool wk4_parallel(const struct cv__isa *isa, const struct cv__bk_op *op, int64_t macs,
+                         int n_threads) {
+    const int64_t units = isa->wk4_units(op);
+    const int nt = team_size(macs, units, n_threads);
+    const int64_t per = (isa->wk4_scratch_floats(op) + 15) / 16 * 16; /* 64-byte blocks */
+    float *ws = aligned_alloc(64, (size_t)(per * nt) * sizeof(float));
+    if (ws == NULL)
+        return false;
+    if (nt == 1) {
+        isa->wk4_run(op, ws, 0, units);
+    } else {
+#pragma omp parallel num_threads(nt)
+        {
+            const int64_t t = omp_get_thread_num(), nth = omp_get_num_threads();
+            isa->wk4_run(op, ws + per * t, units * t / nth, units * (t + 1) / nth);
+        }
+    }
+    free(ws);
+    return true;
+}
+
 int cv_corr2d_backward_kernel(const struct cv_tensor *x, const struct cv_tensor *dy,
                               const struct cv_conv2d_geom *g, struct cv_tensor *dk, float *dbias,
                               int n_threads) {
@@ -588,6 +650,12 @@ int cv_corr2d_backward_kernel(const struct cv_tensor *x, const struct cv_tensor 
         .dk = dk->data,
         .dbias = dbias,
     };
+    if (isa != NULL && g->stride_w == 1 && isa->wk4_fits(&op) &&
+        wk4_parallel(isa, &op, macs, n_threads)) {
+        if (dbias != NULL)
+            bias_gradient(isa, dy->data, &d, dbias);
+        return CV_OK;
+    }
     if (isa != NULL && g->stride_w == 1 && isa->wk_fits(&op)) {
         wk_parallel(isa, &op, macs, n_threads);
         if (dbias != NULL)
