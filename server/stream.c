@@ -73,7 +73,14 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
     struct cv_job *job = s->job;
     pthread_mutex_lock(&job->mu);
     for (;;) {
-        /* Invariant: mu is held here, and events [0, next) have been sent. */
+        /* Invariant: mu is held here, and events [0, next) have been sent (or skipped: a
+         * reader may start past the end with ?after= or Last-Event-ID). */
+        if (job->terminal && s->next >= job->n_events) {
+            /* The job is over and the cursor is past its log: nothing will ever come. */
+            pthread_mutex_unlock(&job->mu);
+            s->sent_terminal = true;
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        }
         if (s->next < job->n_events) {
             const struct cv_job_event *ev = &job->events[s->next];
             frame_event(s, ev, s->next);
