@@ -77,6 +77,9 @@ static const struct opt opts[] = {
     {"--tls-cert", "CONVD_TLS_CERT", OPT_TYPE_STRING, OFF(tls_cert),
      "PEM certificate: serve HTTPS (with --tls-key)"},
     {"--tls-key", "CONVD_TLS_KEY", OPT_TYPE_STRING, OFF(tls_key), "PEM private key for --tls-cert"},
+    {"--tls-priorities", "CONVD_TLS_PRIORITIES", OPT_TYPE_STRING, OFF(tls_priorities),
+     "GnuTLS priority string (default: TLS 1.2 and 1.3 only, forward-secret AEAD suites: "
+     "ECDHE with AES-GCM or ChaCha20-Poly1305)"},
 };
 
 static void print_help(void) {
@@ -190,6 +193,7 @@ int cv_config_load(struct cv_config *cfg, int argc, char **argv, enum cv_config_
         .min_rate = 16384,
         .idle_timeout = 30,
         .log_format = CV_LOG_FORMAT_JSON,
+        .tls_priorities = CV_TLS_PRIORITIES_DEFAULT,
     };
     *outcome = CV_CONFIG_OUTCOME_RUN;
     const size_t n_opts = sizeof opts / sizeof opts[0];

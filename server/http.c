@@ -4,6 +4,7 @@
  * MHD runs one thread per connection (MHD_USE_THREAD_PER_CONNECTION), so handlers and stream
  * readers may block on a job's condition variable; see notes/api.md §5 for why. */
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <poll.h>
@@ -12,6 +13,8 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "server.h"
 
@@ -493,30 +496,36 @@ static bool is_loopback(const struct sockaddr_storage *a) {
     return false;
 }
 
-/* Reads a whole (small) file into a NUL-terminated malloc'd string; NULL on failure. */
+/* Reads a whole (small, <= 1 MiB) file into a NUL-terminated malloc'd string; NULL on failure.
+ * Read with read(2) straight into one buffer sized from fstat, so no copy of a private key is
+ * left behind in stdio buffers or in blocks a realloc freed: the caller wipes this one. */
 static char *read_file(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
         return NULL;
+    struct stat st;
     char *data = NULL;
-    size_t len = 0, cap = 0, got;
-    do {
-        if (len + 4096 + 1 > cap) {
-            cap = cap ? 2 * cap : 8192;
-            char *d = realloc(data, cap);
-            if (d == NULL) {
-                free(data);
-                fclose(f);
-                return NULL;
-            }
-            data = d;
-        }
-        got = fread(data + len, 1, 4096, f);
-        len += got;
-    } while (got > 0 && len < (1u << 20));
-    fclose(f);
-    data[len] = '\0';
+    if (fstat(fd, &st) == 0 && st.st_size >= 0 && st.st_size <= (1 << 20))
+        data = malloc((size_t)st.st_size + 1);
+    size_t len = 0;
+    while (data != NULL && len < (size_t)st.st_size) {
+        ssize_t n = read(fd, data + len, (size_t)st.st_size - len);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    close(fd);
+    if (data != NULL)
+        data[len] = '\0';
     return data;
+}
+
+/* Wipes and frees a PEM string read by read_file; NULL-safe. */
+static void free_secret(char *s) {
+    if (s == NULL)
+        return;
+    explicit_bzero(s, strlen(s));
+    free(s);
 }
 
 /* Logs an error line naming a file or address. */
@@ -544,20 +553,24 @@ int cv_http_start(struct cv_server *srv, int *port) {
                      MHD_USE_ERROR_LOG | MHD_USE_POLL;
     if (v6)
         flags |= MHD_USE_IPv6;
-    struct MHD_OptionItem tls[3] = {{MHD_OPTION_END, 0, NULL}};
+    struct MHD_OptionItem tls[4] = {{MHD_OPTION_END, 0, NULL}};
+    char *cert = NULL, *key = NULL;
     if (srv->cfg.tls_cert[0] != '\0') {
-        /* libmicrohttpd keeps pointers to these PEM strings for the daemon's lifetime. */
-        static char *cert, *key;
+        /* libmicrohttpd reads these PEM strings only while MHD_start_daemon loads them into
+         * GnuTLS (MHD_init_daemon_certificate); they are wiped and freed right after. */
         cert = read_file(srv->cfg.tls_cert);
         key = read_file(srv->cfg.tls_key);
         if (cert == NULL || key == NULL) {
             log_error_with("cannot read the TLS certificate or key", "file",
                            cert == NULL ? srv->cfg.tls_cert : srv->cfg.tls_key);
+            free_secret(cert);
+            free_secret(key);
             return CV_EINVAL;
         }
         flags |= MHD_USE_TLS;
         tls[0] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, cert};
         tls[1] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, key};
+        tls[2] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0, srv->cfg.tls_priorities};
     }
     srv->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, access_handler, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
@@ -567,6 +580,8 @@ int cv_http_start(struct cv_server *srv, int *port) {
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)srv->cfg.idle_timeout,
         MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024), MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
         MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
+    free_secret(key);
+    free_secret(cert);
     if (srv->daemon != NULL && cv_guard_start(srv->cfg.tls_cert[0] != '\0') != CV_OK) {
         MHD_stop_daemon(srv->daemon);
         srv->daemon = NULL;

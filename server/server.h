@@ -21,6 +21,12 @@
 
 #define CV_VERSION "0.1.0"
 
+/* TLS 1.2 and 1.3 only; key exchange by (EC)DHE alone, so every session is forward secret;
+ * AEAD ciphers only (no CBC, no SHA-1 MACs, no static RSA such as AES128-SHA). */
+#define CV_TLS_PRIORITIES_DEFAULT                                                                  \
+    "SECURE128:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:+AES-256-GCM:+AES-128-GCM:"         \
+    "+CHACHA20-POLY1305:-MAC-ALL:+AEAD:-KX-ALL:+ECDHE-ECDSA:+ECDHE-RSA"
+
 /* ---- config.c: flags and CONVD_* environment variables ----------------------------------- */
 
 enum cv_log_format {
@@ -47,11 +53,12 @@ struct cv_config {
     int64_t min_rate;           /* bytes a second a request body must at least arrive at */
     double idle_timeout;        /* seconds a connection may stay quiet (MHD's timeout) */
     enum cv_log_format log_format;
-    char probe_url[300];  /* --probe URL */
-    char token_file[300]; /* --token-file: its first line is the bearer token */
-    char token[300];      /* the bearer token ("" = no auth), from the file or CONVD_TOKEN */
-    char tls_cert[300];   /* --tls-cert PEM file ("" = plain HTTP) */
-    char tls_key[300];    /* --tls-key PEM file */
+    char probe_url[300];      /* --probe URL */
+    char token_file[300];     /* --token-file: its first line is the bearer token */
+    char token[300];          /* the bearer token ("" = no auth), from the file or CONVD_TOKEN */
+    char tls_cert[300];       /* --tls-cert PEM file ("" = plain HTTP) */
+    char tls_key[300];        /* --tls-key PEM file */
+    char tls_priorities[300]; /* --tls-priorities: a GnuTLS priority string */
 };
 
 /* Outcome of cv_config_load besides success. */

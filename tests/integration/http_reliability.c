@@ -480,6 +480,185 @@ TCase *cv_tcase_reliability(void) {
     return tc;
 }
 
+/* ---- rows 6, 8: TLS versions and suites, the private key in memory -------------------------- */
+
+struct tls_files {
+    char dir[256], cert[300], key[300];
+};
+
+/* A self-signed certificate for 127.0.0.1 in a fresh directory (openssl). */
+static void tls_files_make(struct tls_files *t) {
+    const char *tmp = getenv("TMPDIR");
+    snprintf(t->dir, sizeof t->dir, "%s/convd-itest-rel-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    ck_assert(mkdtemp(t->dir) != NULL);
+    snprintf(t->cert, sizeof t->cert, "%s/c.pem", t->dir);
+    snprintf(t->key, sizeof t->key, "%s/k.pem", t->dir);
+    char *cmd = cv_strdupf("openssl req -x509 -newkey rsa:2048 -nodes -keyout '%s' -out '%s' "
+                           "-days 1 -subj /CN=127.0.0.1 >/dev/null 2>&1",
+                           t->key, t->cert);
+    ck_assert_msg(system(cmd) == 0, "openssl req failed");
+    free(cmd);
+}
+
+static void tls_files_remove(struct tls_files *t) {
+    unlink(t->cert);
+    unlink(t->key);
+    rmdir(t->dir);
+}
+
+/* The cipher openssl s_client (with extra args) negotiates with the daemon, "(NONE)" when the
+ * handshake fails; malloc'd. */
+static char *s_client_cipher(const char *args) {
+    char *cmd = cv_strdupf("echo | timeout 20 openssl s_client -connect 127.0.0.1:%d %s 2>&1",
+                           cv_d.port, args);
+    FILE *f = popen(cmd, "r");
+    free(cmd);
+    ck_assert_ptr_nonnull(f);
+    char line[512], *cipher = NULL;
+    while (fgets(line, sizeof line, f) != NULL) {
+        const char *c = strstr(line, "Cipher is ");
+        if (c != NULL && cipher == NULL) {
+            cipher = strdup(c + 10);
+            cipher[strcspn(cipher, "\r\n")] = '\0';
+        }
+    }
+    pclose(f);
+    return cipher != NULL ? cipher : strdup("(NONE)");
+}
+
+START_TEST(test_tls_versions_and_suites) {
+    struct tls_files t;
+    tls_files_make(&t);
+    cv_fixture_start((const char *const[]){"--tls-cert", t.cert, "--tls-key", t.key, NULL}, NULL);
+    /* SECLEVEL=0 lets this openssl offer what the daemon must refuse. */
+    static const char *const refused[] = {
+        "-tls1 -cipher DEFAULT@SECLEVEL=0", "-tls1_1 -cipher DEFAULT@SECLEVEL=0",
+        "-tls1_2 -cipher AES128-SHA@SECLEVEL=0",           /* static RSA */
+        "-tls1_2 -cipher ECDHE-RSA-AES128-SHA@SECLEVEL=0", /* CBC, SHA-1 MAC */
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        char *c = s_client_cipher(refused[i]);
+        ck_assert_msg(strcmp(c, "(NONE)") == 0, "s_client %s negotiated %s", refused[i], c);
+        free(c);
+    }
+    static const char *const accepted[][2] = {
+        {"-tls1_2 -cipher ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256"},
+        {"-tls1_2 -cipher ECDHE-RSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305"},
+        {"-tls1_3", "TLS_"},
+    };
+    for (size_t i = 0; i < sizeof accepted / sizeof accepted[0]; i++) {
+        char *c = s_client_cipher(accepted[i][0]);
+        ck_assert_msg(strncmp(c, accepted[i][1], strlen(accepted[i][1])) == 0,
+                      "s_client %s negotiated %s", accepted[i][0], c);
+        free(c);
+    }
+    ck_assert_int_eq(cv_daemon_stop(&cv_d) != -1, 1);
+    /* --tls-priorities overrides the default. */
+    cv_fixture_start((const char *const[]){"--tls-cert", t.cert, "--tls-key", t.key,
+                                           "--tls-priorities", "NORMAL:-VERS-ALL:+VERS-TLS1.2",
+                                           NULL},
+                     NULL);
+    char *c = s_client_cipher("-tls1_3");
+    ck_assert_msg(strcmp(c, "(NONE)") == 0, "TLS 1.3 negotiated (%s) with only 1.2 allowed", c);
+    free(c);
+    tls_files_remove(&t);
+}
+END_TEST
+
+/* Counts the occurrences of needle in the daemon's writable memory (its heap and anonymous
+ * maps), read through /proc (allowed: the daemon is this process's child). */
+static int count_in_daemon_memory(const char *needle) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/maps", (int)cv_d.pid);
+    FILE *maps = fopen(path, "r");
+    snprintf(path, sizeof path, "/proc/%d/mem", (int)cv_d.pid);
+    FILE *mem = fopen(path, "rb");
+    ck_assert_msg(maps != NULL && mem != NULL, "cannot read the daemon's memory");
+    size_t nlen = strlen(needle);
+    int found = 0;
+    char line[512];
+    while (fgets(line, sizeof line, maps) != NULL) {
+        unsigned long lo, hi;
+        char perm[8];
+        if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perm) != 3 || perm[0] != 'r' || perm[1] != 'w')
+            continue;
+        size_t len = hi - lo;
+        char *buf = malloc(len);
+        if (buf != NULL && fseek(mem, (long)lo, SEEK_SET) == 0 && fread(buf, 1, len, mem) == len)
+            for (size_t q = 0; q + nlen <= len; q++)
+                found += memcmp(buf + q, needle, nlen) == 0;
+        free(buf);
+    }
+    fclose(maps);
+    fclose(mem);
+    return found;
+}
+
+START_TEST(test_tls_key_wiped_after_start) {
+    struct tls_files t;
+    tls_files_make(&t);
+    /* A base64 line from the middle of the PEM key: GnuTLS keeps the key decoded, so the text
+     * is only where convd read it. */
+    FILE *f = fopen(t.key, "r");
+    ck_assert_ptr_nonnull(f);
+    char line[128] = "";
+    for (int i = 0; i < 10 && fgets(line, sizeof line, f) != NULL; i++)
+        ;
+    fclose(f);
+    line[strcspn(line, "\n")] = '\0';
+    ck_assert_uint_ge(strlen(line), 60);
+    cv_fixture_start((const char *const[]){"--tls-cert", t.cert, "--tls-key", t.key, NULL}, NULL);
+    int n = count_in_daemon_memory(line);
+    ck_assert_msg(n == 0, "the private key's PEM text is still in the daemon's memory (%d)", n);
+    tls_files_remove(&t);
+}
+END_TEST
+
+/* ---- security: no secret in a log line, an error body or a metric ---------------------------- */
+
+START_TEST(test_token_never_leaks) {
+    static const char token[] = "rel-Secret-Token_9f8e7d6c5b4a";
+    const char *tmp = getenv("TMPDIR");
+    char *file = cv_strdupf("%s/convd-itest-rel-token-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    int fd = mkstemp(file);
+    ck_assert_int_ge(fd, 0);
+    ck_assert(write(fd, token, strlen(token)) == (ssize_t)strlen(token));
+    close(fd);
+    cv_fixture_start((const char *const[]){"--token-file", file, NULL}, NULL);
+    const char *const right[] = {"Authorization: Bearer rel-Secret-Token_9f8e7d6c5b4a",
+                                 "Content-Type: application/json", NULL};
+    const char *const wrong[] = {"Authorization: Bearer rel-Secret-Token_9f8e7d6c5b4b", NULL};
+    struct {
+        const char *method, *path;
+        const char *const *headers;
+        const char *body;
+    } reqs[] = {
+        {"GET", "/kernels", NULL, NULL},
+        {"GET", "/kernels", wrong, NULL},
+        {"GET", "/kernels", right, NULL},
+        {"POST", "/corr2d", right, "{\"input\":[[1]],\"kernel\":[[1]],\"padding\":5}"},
+        {"POST", "/corr2d", right, "{\"input\":"},
+        {"GET", "/jobs/j-nope", right, NULL},
+        {"GET", "/metrics", NULL, NULL},
+    };
+    for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
+        struct cv_reply r;
+        ck_assert_int_eq(cv_request(&cv_d, reqs[i].method, reqs[i].path, reqs[i].headers,
+                                    reqs[i].body, reqs[i].body ? strlen(reqs[i].body) : 0, 0, &r),
+                         0);
+        ck_assert_msg(r.status != 0, "%s %s got no reply", reqs[i].method, reqs[i].path);
+        ck_assert_msg(strstr(r.body, "Secret-Token") == NULL, "%s %s replied with the token: %s",
+                      reqs[i].method, reqs[i].path, r.body);
+        cv_reply_free(&r);
+    }
+    char *log = cv_daemon_log(&cv_d);
+    ck_assert_msg(strstr(log, "Secret-Token") == NULL, "the token is in the log:\n%s", log);
+    free(log);
+    unlink(file);
+    free(file);
+}
+END_TEST
+
 /* Tests that start their own daemon with flags. */
 TCase *cv_tcase_reliability_own(void) {
     TCase *tc = cv_tcase("reliability_own", false);
@@ -491,5 +670,8 @@ TCase *cv_tcase_reliability_own(void) {
     tcase_add_test(tc, test_reply_counted_in_memory_budget);
     tcase_add_test(tc, test_slow_headers_reaped_probes_answered);
     tcase_add_test(tc, test_slow_body_reaped);
+    tcase_add_test(tc, test_tls_versions_and_suites);
+    tcase_add_test(tc, test_tls_key_wiped_after_start);
+    tcase_add_test(tc, test_token_never_leaks);
     return tc;
 }
