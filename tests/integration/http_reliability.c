@@ -467,6 +467,16 @@ START_TEST(test_corr2d_float_overflow_is_422) {
     ck_assert_str_eq(cv_str(j, "status"), "failed");
     ck_assert_str_eq(cv_str(json_object_get(j, "error"), "code"), "non_finite_output");
     json_decref(j);
+    /* GET /jobs renders views copied one job at a time (row 12): the error and its detail are
+     * the job's own. */
+    json_t *list = cv_get_ok("/jobs?status=failed&limit=1000", NULL);
+    json_t *first = json_array_get(json_object_get(list, "jobs"), 0);
+    ck_assert_str_eq(cv_str(first, "id"), id);
+    json_t *err = json_object_get(first, "error");
+    ck_assert_str_eq(cv_str(err, "code"), "non_finite_output");
+    ck_assert_ptr_nonnull(strstr(cv_str(err, "detail"), "overflowed float32"));
+    ck_assert_ptr_null(json_object_get(first, "result"));
+    json_decref(list);
 }
 END_TEST
 
