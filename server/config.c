@@ -62,7 +62,7 @@ static const struct opt opts[] = {
     {"--max-connections-per-ip", "CONVD_MAX_CONNECTIONS_PER_IP", OPT_TYPE_INT,
      OFF(max_connections_per_ip),
      "connections one client address may hold before its requests get 503 (default: "
-     "--max-connections / 4)"},
+     "--max-connections / 4; loopback, where a proxy connects from, is exempt)"},
     {"--header-timeout", "CONVD_HEADER_TIMEOUT", OPT_TYPE_DOUBLE, OFF(header_timeout),
      "seconds a client has to send its request headers before a 408 (default 10)"},
     {"--min-rate", "CONVD_MIN_RATE", OPT_TYPE_INT64, OFF(min_rate),

@@ -10,10 +10,10 @@
  *   a kept-alive connection gets a fresh one.
  * - Admission. MHD's own limits close surplus sockets with no reply. Instead its hard limit is
  *   --max-connections plus a reserve, and the guard counts connections in total and per
- *   client address: one past --max-connections or --max-connections-per-ip is admitted "over"
- *   with a short deadline, its probes (/livez, /healthz, /readyz) are answered and anything
- *   else gets 503 too_many_connections. So the probes keep working under a flood of slow
- *   clients, and a client over its share hears why.
+ *   client address (loopback exempt: that is a proxy in front, or a local test): one past
+ * --max-connections or --max-connections-per-ip is admitted "over" with a short deadline, its
+ * probes (/livez, /healthz, /readyz) are answered and anything else gets 503 too_many_connections.
+ * So the probes keep working under a flood of slow clients, and a client over its share hears why.
  *
  * Locking: one mutex guards the list of connections and every field of its entries. */
 #include <arpa/inet.h>
@@ -77,6 +77,17 @@ static void ip_of(struct MHD_Connection *conn, struct cv_guard_conn *g) {
     }
 }
 
+static bool is_loopback(const struct cv_guard_conn *g) {
+    static const unsigned char v6_loop[16] = {[15] = 1};
+    static const unsigned char v4_mapped[12] = {[10] = 0xff, [11] = 0xff};
+    if (g->ip_len == 4)
+        return g->ip[0] == 127;
+    if (g->ip_len == 16)
+        return memcmp(g->ip, v6_loop, 16) == 0 ||
+               (memcmp(g->ip, v4_mapped, 12) == 0 && g->ip[12] == 127);
+    return false;
+}
+
 static double header_deadline(double now, bool over) {
     return now + 1000.0 * (over ? OVER_GRACE_S : cv_srv.cfg.header_timeout);
 }
@@ -98,8 +109,10 @@ void cv_guard_notify(void *cls, struct MHD_Connection *conn, void **socket_conte
         for (struct cv_guard_conn *c = head; c != NULL; c = c->next)
             same_ip += c->ip_len == g->ip_len && memcmp(c->ip, g->ip, (size_t)g->ip_len) == 0;
         total++;
-        g->over =
-            total > cv_srv.cfg.max_connections || same_ip >= cv_srv.cfg.max_connections_per_ip;
+        /* Loopback is exempt from the per-address cap: there it is the proxy in front (all
+         * clients share its address) or a local load test, not one client. */
+        g->over = total > cv_srv.cfg.max_connections ||
+                  (!is_loopback(g) && same_ip >= cv_srv.cfg.max_connections_per_ip);
         g->phase = GUARD_PHASE_WAITING;
         g->deadline_ms = header_deadline(cv_now_ms(), g->over);
         g->next = head;
