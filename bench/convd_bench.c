@@ -3,7 +3,7 @@
  *   convd-bench corr2d --input N,C,H,W --kernel Cout,C,kh,kw [--padding P] [--stride S]
  *                      [--dilation D] [--threads T] [--mode fwd|fwd+bwd|bwdk] [--impl fast|naive]
  *                      [--isa auto|generic|portable|avx2|avx512] [--repeats R] [--warmup W]
- *                      [--json]
+ *                      [--cancellable] [--json]
  *   convd-bench train  --input N,C,H,W --kernel Cout,C,kh,kw [--bias] [--padding P]
  *                      [--steps S] [--threads T] [--loss mse|sse] [--lr LR] [--isa ...] [--json]
  *   convd-bench peak   [--threads T] [--json]     (the FMA peak, GFLOP/s)
@@ -22,6 +22,7 @@
  * result is one JSON line on stdout. */
 #include <math.h>
 #include <omp.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -46,9 +47,10 @@ struct bench_opts {
     int64_t in[4], ker[4];
     int64_t padding, stride, dilation;
     int threads;
-    bool fwd_bwd; /* --mode fwd+bwd */
-    bool bwdk;    /* --mode bwdk */
-    bool naive;   /* --impl naive */
+    bool fwd_bwd;     /* --mode fwd+bwd */
+    bool bwdk;        /* --mode bwdk */
+    bool naive;       /* --impl naive */
+    bool cancellable; /* --cancellable: the forward pass polls a cancel flag (never set) */
     enum cv_corr2d_isa isa;
     int repeats; /* 0: until ~0.5 s have passed (at least 5, at most 200) */
     int warmup;  /* untimed passes first */
@@ -64,7 +66,7 @@ static void usage(void) {
             "usage: convd-bench corr2d --input N,C,H,W --kernel Cout,C,kh,kw [--padding P]\n"
             "         [--stride S] [--dilation D] [--threads T] [--mode fwd|fwd+bwd|bwdk]\n"
             "         [--impl fast|naive] [--isa auto|generic|portable|avx2|avx512]\n"
-            "         [--repeats R] [--warmup W] [--json]\n"
+            "         [--repeats R] [--warmup W] [--cancellable] [--json]\n"
             "       convd-bench train --input N,C,H,W --kernel Cout,C,kh,kw [--bias]\n"
             "         [--padding P] [--steps S] [--threads T] [--loss mse|sse] [--lr LR]\n"
             "         [--isa ...] [--json]\n"
@@ -132,6 +134,8 @@ static bool parse_opts(int argc, char **argv, struct bench_opts *o) {
             o->json = true;
         } else if (strcmp(a, "--bias") == 0) {
             o->bias = true;
+        } else if (strcmp(a, "--cancellable") == 0) {
+            o->cancellable = true;
         } else if (v == NULL) {
             return false;
         } else if (strcmp(a, "--input") == 0) {
@@ -351,7 +355,10 @@ static int bench_corr2d(const struct bench_opts *o) {
                 return 2;
             }
         } else {
-            st = cv_corr2d_forward(&x, &k, bias, &g, &y, o->threads);
+            static atomic_bool never; /* what the daemon polls; never set here */
+            st = o->cancellable
+                     ? cv_corr2d_forward_cancellable(&x, &k, bias, &g, &y, o->threads, &never)
+                     : cv_corr2d_forward(&x, &k, bias, &g, &y, o->threads);
             if (st == CV_OK && o->fwd_bwd)
                 st = cv_corr2d_backward_input(&y, &k, &g, &dx, o->threads);
             if (st == CV_OK && o->fwd_bwd)

@@ -67,6 +67,58 @@ static void registry_remove(struct cv_job *job) {
     }
 }
 
+/* ---- in-flight unregistered jobs (synchronous /corr2d) --------------------------------------- */
+
+/* Jobs that are not listed (a synchronous /corr2d) but are submitted and not yet done, so the
+ * drain can wait for and cancel them too. Guarded by inflight_mu (a leaf lock: nothing else
+ * is taken while holding it but a job's mu, through cv_job_cancel). */
+static pthread_mutex_t inflight_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct cv_job **inflight;
+static size_t n_inflight, cap_inflight;
+
+/* Set by cv_jobs_stop_all: unlisted queued jobs popped afterwards end cancelled unrun. */
+static atomic_bool aborting;
+
+static void inflight_add(struct cv_job *job) {
+    pthread_mutex_lock(&inflight_mu);
+    if (n_inflight == cap_inflight) {
+        size_t cap = cap_inflight ? 2 * cap_inflight : 64;
+        struct cv_job **p = realloc(inflight, cap * sizeof *p);
+        if (p != NULL) {
+            inflight = p;
+            cap_inflight = cap;
+        }
+    }
+    if (n_inflight < cap_inflight)
+        inflight[n_inflight++] = job; /* borrowed: removed before the pool's reference goes */
+    pthread_mutex_unlock(&inflight_mu);
+}
+
+static void inflight_remove(struct cv_job *job) {
+    pthread_mutex_lock(&inflight_mu);
+    for (size_t i = 0; i < n_inflight; i++) {
+        if (inflight[i] == job) {
+            inflight[i] = inflight[--n_inflight];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&inflight_mu);
+}
+
+static void inflight_cancel_all(void) {
+    pthread_mutex_lock(&inflight_mu);
+    for (size_t i = 0; i < n_inflight; i++)
+        cv_job_cancel(inflight[i]);
+    pthread_mutex_unlock(&inflight_mu);
+}
+
+static int inflight_count(void) {
+    pthread_mutex_lock(&inflight_mu);
+    int n = (int)n_inflight;
+    pthread_mutex_unlock(&inflight_mu);
+    return n;
+}
+
 struct cv_job *cv_jobs_find(const char *id) {
     struct cv_job *hit = NULL;
     pthread_mutex_lock(&registry_mu);
@@ -133,6 +185,9 @@ void cv_jobs_forget_taken(void) {
 }
 
 void cv_jobs_stop_all(void) {
+    /* Unlisted work (a synchronous /corr2d) ends: queued ones without running. */
+    atomic_store(&aborting, true);
+    inflight_cancel_all();
     /* Acted on outside registry_mu: a cancel may end a job, which leaves the registry. */
     struct cv_job *jobs[4096];
     size_t n = cv_jobs_snapshot(jobs, sizeof jobs / sizeof jobs[0]);
@@ -154,7 +209,7 @@ int cv_jobs_active(void) {
         pthread_mutex_unlock(&n->job->mu);
     }
     pthread_mutex_unlock(&registry_mu);
-    return count;
+    return count + inflight_count();
 }
 
 /* ---- views --------------------------------------------------------------------------------- */
@@ -700,6 +755,8 @@ static bool begin_running(struct cv_job *job) {
         suspend(job);
         return false;
     }
+    if (!job->registered && atomic_load(&aborting))
+        atomic_store(&job->cancel, true); /* drained: unlisted queued work ends unrun */
     pthread_mutex_lock(&job->mu);
     bool go = !atomic_load(&job->cancel) && !job->terminal && !job->ending;
     if (go) {
@@ -719,9 +776,28 @@ static void run_corr2d(struct cv_job *job, int n_threads) {
     if (!begin_running(job))
         return;
     struct cv_corr2d_request *r = &job->corr2d;
-    job->status = cv_corr2d_forward(&r->x, &r->k, r->bias, &r->geom, &r->y, n_threads);
+    /* The kernels poll job->cancel between row blocks: DELETE, a client that leaves and the
+     * drain stop a large corr2d within a block, not after it. */
+    job->status = cv_corr2d_forward_cancellable(&r->x, &r->k, r->bias, &r->geom, &r->y, n_threads,
+                                                &job->cancel);
     job->elapsed_ms = cv_now_ms() - t0;
+    if (job->status == CV_ECANCELED) {
+        char done[160];
+        snprintf(done, sizeof done,
+                 "{\"event\":\"done\",\"status\":\"cancelled\",\"elapsed_ms\":%.3f}",
+                 job->elapsed_ms);
+        finish(job, CV_JOB_STATE_CANCELLED, "done", strdup(done), 0, NULL, NULL, NULL);
+        return;
+    }
     bool ok = job->status == CV_OK;
+    if (ok && job->registered && !cv_tensor_all_finite(&r->y)) {
+        static const char detail[] = "the output overflowed float32 (an element is infinite or "
+                                     "NaN); scale the input or kernel down";
+        size_t len = 0;
+        char *json = cv_api_event_error_dump("non_finite_output", detail, &len);
+        finish(job, CV_JOB_STATE_FAILED, "error", json, len, NULL, "non_finite_output", detail);
+        return;
+    }
     /* A synchronous /corr2d renders its reply on the connection; a listed job stores its
      * result for GET /jobs/{id}. */
     char *result = ok && job->registered ? cv_api_corr2d_reply_dump(r, NULL) : NULL;
@@ -891,14 +967,21 @@ static void job_main(void *arg, int n_threads) {
         run_train(job, n_threads);
     else
         run_corr2d(job, n_threads);
+    if (!job->registered)
+        inflight_remove(job);
     cv_job_unref(job);
     cv_dispatch_kick(); /* a worker is free: claim the next queued job */
 }
 
 int cv_job_submit(struct cv_job *job, struct cv_pool *pool) {
     cv_job_ref(job);
+    if (!job->registered)
+        inflight_add(job);
     int rc = cv_pool_submit(pool, job_main, job);
-    if (rc != CV_OK)
+    if (rc != CV_OK) {
+        if (!job->registered)
+            inflight_remove(job);
         cv_job_unref(job);
+    }
     return rc;
 }

@@ -1,6 +1,7 @@
 /* Route table and handlers. Handlers run on the connection's thread with the whole body read;
  * compute always goes to the worker pool. */
 #include <math.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -11,7 +12,7 @@
 #include "server.h"
 
 /* Milliseconds between checks that a waiting client is still there. */
-#define WAIT_SLICE_MS 200
+#define WAIT_SLICE_MS 50
 
 static struct cv_api_limits limits(void) {
     return (struct cv_api_limits){cv_srv.cfg.max_elements, cv_srv.cfg.max_steps};
@@ -48,12 +49,49 @@ static int64_t corr2d_macs(const struct cv_corr2d_request *r) {
     return cv_tensor_numel(&r->y) * r->k.c * r->k.h * r->k.w;
 }
 
+/* Multiply-adds of one training step: the forward pass and the kernel gradient. */
+static int64_t train_step_macs(const struct cv_train_request *r) {
+    return 2 * cv_tensor_numel(&r->y) * r->weight.c * r->weight.h * r->weight.w;
+}
+
+/* Refuses work of more than --max-macs multiply-adds with 422 too_expensive before it is queued,
+ * so one request cannot hold a worker for minutes. Returns true when the reply was queued. */
+static bool refuse_if_costly(struct MHD_Connection *conn, struct cv_req *req, int64_t macs,
+                             const char *what, int *ret) {
+    if (macs <= cv_srv.cfg.max_macs)
+        return false;
+    struct cv_api_error err;
+    cv_api_error_set(&err, 422, "too_expensive", "/kernel",
+                     "%s needs %.3g multiply-adds; this daemon takes at most %.3g (--max-macs): "
+                     "use a smaller input or kernel",
+                     what, (double)macs, (double)cv_srv.cfg.max_macs);
+    *ret = cv_http_reply_problem(conn, req, &err);
+    return true;
+}
+
+/* Bytes a /corr2d reply holds: the output tensor and its rendered text (at most ~16 bytes an
+ * element as JSON numbers). */
+static int64_t corr2d_reply_bytes(const struct cv_corr2d_request *r) {
+    return cv_tensor_numel(&r->y) * (int64_t)(sizeof(float) + 16);
+}
+
+#define NON_FINITE_DETAIL                                                                          \
+    "the output overflowed float32 (an element is infinite or NaN); scale the input or kernel "    \
+    "down"
+
 /* Replies to a parsed /corr2d: the result, or the status of a failed run. */
 static int reply_corr2d(struct MHD_Connection *conn, struct cv_req *req,
                         struct cv_corr2d_request *r, int status, double t_parse, double t_queue,
                         double t_compute) {
     if (status != CV_OK)
         return cv_http_reply_status(conn, req, status);
+    if (!cv_tensor_all_finite(&r->y)) {
+        /* float32 overflow (or inf - inf): an error with a code, as a diverged training is,
+         * never null elements or an inf in base64. */
+        struct cv_api_error err;
+        cv_api_error_set(&err, 422, "non_finite_output", "/input", "%s", NON_FINITE_DETAIL);
+        return cv_http_reply_problem(conn, req, &err);
+    }
     double t_render = cv_now_ms();
     size_t len = 0;
     char *body = cv_api_corr2d_reply_dump(r, &len);
@@ -86,7 +124,7 @@ static int corr2d_inline(struct MHD_Connection *conn, struct cv_req *req,
 }
 
 static int handle_corr2d(struct MHD_Connection *conn, struct cv_req *req) {
-    int ret;
+    int ret = MHD_NO;
     if (refuse_if_draining(conn, req, &ret))
         return ret;
     struct cv_api_limits lim = limits();
@@ -96,6 +134,11 @@ static int handle_corr2d(struct MHD_Connection *conn, struct cv_req *req) {
     if (cv_api_corr2d_parse(req->body, req->body_len, &lim, &parsed, &err) != CV_OK)
         return cv_http_reply_problem(conn, req, &err);
     t_parse = cv_now_ms() - t_parse;
+    if (refuse_if_costly(conn, req, corr2d_macs(&parsed), "this corr2d", &ret) ||
+        !cv_http_reserve(req, corr2d_reply_bytes(&parsed))) {
+        cv_api_corr2d_request_free(&parsed);
+        return req->replied ? ret : cv_http_reply_status(conn, req, CV_ENOMEM);
+    }
     if (corr2d_macs(&parsed) <= CV_INLINE_MACS_MAX)
         return corr2d_inline(conn, req, &parsed, t_parse);
     struct cv_job *job;
@@ -157,6 +200,10 @@ static int handle_train(struct MHD_Connection *conn, struct cv_req *req) {
     struct cv_api_error err;
     if (cv_api_train_parse(req->body, req->body_len, &lim, &parsed, &err) != CV_OK)
         return cv_http_reply_problem(conn, req, &err);
+    if (refuse_if_costly(conn, req, train_step_macs(&parsed), "one training step", &ret)) {
+        cv_api_train_request_free(&parsed);
+        return ret;
+    }
     bool stream = parsed.stream;
     if (!cv_pool_admits(cv_srv.pool)) { /* refuse before storing anything */
         cv_api_train_request_free(&parsed);
@@ -278,12 +325,20 @@ static int handle_job_create(struct MHD_Connection *conn, struct cv_req *req) {
     if (kind == CV_API_JOB_KIND_TRAIN) {
         if (cv_api_train_parse(req->body, req->body_len, &lim, &t, &err) != CV_OK)
             return cv_http_reply_problem(conn, req, &err);
+        if (refuse_if_costly(conn, req, train_step_macs(&t), "one training step", &ret)) {
+            cv_api_train_request_free(&t);
+            return ret;
+        }
         rc = cv_job_new(CV_JOB_KIND_TRAIN, &t, true, &job);
         if (rc != CV_OK)
             cv_api_train_request_free(&t);
     } else {
         if (cv_api_corr2d_parse(req->body, req->body_len, &lim, &c, &err) != CV_OK)
             return cv_http_reply_problem(conn, req, &err);
+        if (refuse_if_costly(conn, req, corr2d_macs(&c), "this corr2d", &ret)) {
+            cv_api_corr2d_request_free(&c);
+            return ret;
+        }
         rc = cv_job_new(CV_JOB_KIND_CORR2D, &c, true, &job);
         if (rc != CV_OK)
             cv_api_corr2d_request_free(&c);
@@ -374,27 +429,33 @@ static int handle_job_list(struct MHD_Connection *conn, struct cv_req *req) {
     struct cv_job **live = calloc(n ? n : 1, sizeof *live);
     struct cv_api_job_view *views = calloc(n ? n : 1, sizeof *views);
     char(*times)[3][40] = calloc(n ? n : 1, sizeof *times);
+    char(*details)[sizeof live[0]->error_detail] = calloc(n ? n : 1, sizeof *details);
     char *body = NULL;
     size_t len = 0, m = 0;
-    if (live && views && times) {
+    if (live && views && times && details) {
         for (size_t i = 0; i < n; i++)
             live[i] = cv_jobs_find(rows[i].id);
-        for (size_t i = 0; i < n; i++)
-            if (live[i] != NULL)
-                pthread_mutex_lock(&live[i]->mu);
+        /* A live job's view is copied under its own lock, one job at a time, and rendered
+         * after every lock is released: a worker stepping a job never waits for the whole
+         * list. The view's strings are the job's immutable id, static names, and copies. */
         for (size_t i = 0; i < n; i++) {
-            if (live[i] != NULL)
+            if (live[i] != NULL) {
+                pthread_mutex_lock(&live[i]->mu);
                 cv_job_view_locked(live[i], &views[m], times[m]);
-            else
+                if (views[m].error_detail != NULL) {
+                    snprintf(details[m], sizeof details[m], "%s", views[m].error_detail);
+                    views[m].error_detail = details[m];
+                }
+                views[m].result_json = NULL; /* lists leave the result out */
+                pthread_mutex_unlock(&live[i]->mu);
+            } else {
                 cv_job_view_row(&rows[i], &views[m], times[m]);
+            }
             /* cancelling is running with a cancel request: filter on what is shown */
             if (state < 0 || strcmp(views[m].status, cv_job_state_name(state)) == 0)
                 m++;
         }
         body = cv_api_job_list_dump(views, m, &len);
-        for (size_t i = 0; i < n; i++)
-            if (live[i] != NULL)
-                pthread_mutex_unlock(&live[i]->mu);
         for (size_t i = 0; i < n; i++)
             cv_job_unref(live[i]);
     }
@@ -402,6 +463,7 @@ static int handle_job_list(struct MHD_Connection *conn, struct cv_req *req) {
     free(views);
     free(times);
     cv_store_jobs_free(rows, n);
+    free(details);
     int ret = body ? cv_http_reply(conn, req, 200, "application/json", body, len)
                    : cv_http_reply_status(conn, req, CV_ENOMEM);
     free(body);
@@ -541,10 +603,19 @@ static int handle_job_events(struct MHD_Connection *conn, struct cv_req *req) {
         return reply_bad_query(conn, req, "after", "after must be an event id (an integer >= 0)");
     const char *last = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Last-Event-ID");
     if (last != NULL && MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "after") == NULL) {
+        /* The same range as ?after= (an event id fits an int32): a huge id is refused, never
+         * carried into the size arithmetic below (after + 1 overflowed at INT64_MAX). */
         char *end;
+        errno = 0;
         long long n = strtoll(last, &end, 10);
-        if (*last != '\0' && *end == '\0' && n >= 0)
-            after = n;
+        if (*last == '\0' || *end != '\0' || errno != 0 || n < -1 || n > INT32_MAX) {
+            struct cv_api_error err;
+            cv_api_error_set(&err, 400, "invalid_header", NULL,
+                             "Last-Event-ID must be an event id (an integer from 0 to %d)",
+                             INT32_MAX);
+            return cv_http_reply_problem(conn, req, &err);
+        }
+        after = n;
     }
     struct cv_job *job;
     struct cv_store_job row;
@@ -606,9 +677,9 @@ const struct cv_route cv_routes[] = {
     {"GET", "/kernels", handle_kernels, 0},
     {"GET", "/openapi.json", handle_openapi, 0},
     {"GET", "/", handle_page, CV_ROUTE_FLAGS_PUBLIC},
-    {"GET", "/healthz", handle_healthz, CV_ROUTE_FLAGS_PUBLIC},
-    {"GET", "/livez", handle_healthz, CV_ROUTE_FLAGS_PUBLIC},
-    {"GET", "/readyz", handle_readyz, CV_ROUTE_FLAGS_PUBLIC},
+    {"GET", "/healthz", handle_healthz, CV_ROUTE_FLAGS_PUBLIC | CV_ROUTE_FLAGS_PROBE},
+    {"GET", "/livez", handle_healthz, CV_ROUTE_FLAGS_PUBLIC | CV_ROUTE_FLAGS_PROBE},
+    {"GET", "/readyz", handle_readyz, CV_ROUTE_FLAGS_PUBLIC | CV_ROUTE_FLAGS_PROBE},
     {"GET", "/metrics", handle_metrics, CV_ROUTE_FLAGS_PUBLIC},
     {NULL, NULL, NULL, 0},
 };

@@ -22,6 +22,12 @@
 
 #define CV_VERSION "0.1.0"
 
+/* TLS 1.2 and 1.3 only; key exchange by (EC)DHE alone, so every session is forward secret;
+ * AEAD ciphers only (no CBC, no SHA-1 MACs, no static RSA such as AES128-SHA). */
+#define CV_TLS_PRIORITIES_DEFAULT                                                                  \
+    "SECURE128:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:+AES-256-GCM:+AES-128-GCM:"         \
+    "+CHACHA20-POLY1305:-MAC-ALL:+AEAD:-KX-ALL:+ECDHE-ECDSA:+ECDHE-RSA"
+
 /* ---- config.c: flags and CONVD_* environment variables ----------------------------------- */
 
 enum cv_log_format {
@@ -30,17 +36,23 @@ enum cv_log_format {
 };
 
 struct cv_config {
-    char listen[300];     /* "host:port" as given; host may be an IPv6 literal in [] */
-    int workers;          /* worker threads in the pool, >= 1 */
-    int threads;          /* OpenMP threads per job, >= 1 */
-    int queue;            /* jobs waiting beyond the running ones, >= 1 */
-    int64_t max_body;     /* bytes of a request body */
-    int64_t max_elements; /* elements of one tensor */
-    int32_t max_steps;    /* steps of one training */
-    int job_history;      /* finished jobs kept */
-    double drain_timeout; /* seconds running jobs get to finish on SIGTERM */
-    double heartbeat;     /* seconds between SSE keep-alive comments */
-    int max_connections;  /* concurrent connections */
+    char listen[300];           /* "host:port" as given; host may be an IPv6 literal in [] */
+    int workers;                /* worker threads in the pool, >= 1 */
+    int threads;                /* OpenMP threads per job, >= 1 */
+    int queue;                  /* jobs waiting beyond the running ones, >= 1 */
+    int64_t max_body;           /* bytes of a request body */
+    int64_t max_elements;       /* elements of one tensor */
+    int32_t max_steps;          /* steps of one training */
+    int64_t max_macs;           /* multiply-adds of one /corr2d, or of one training step */
+    int64_t memory_budget;      /* bytes of request bodies and replies held at once */
+    int job_history;            /* finished jobs kept */
+    double drain_timeout;       /* seconds running jobs get to finish on SIGTERM */
+    double heartbeat;           /* seconds between SSE keep-alive comments */
+    int max_connections;        /* concurrent connections served in full */
+    int max_connections_per_ip; /* of them from one client address (0: max_connections / 4) */
+    double header_timeout;      /* seconds a client has to send its request headers */
+    int64_t min_rate;           /* bytes a second a request body must at least arrive at */
+    double idle_timeout;        /* seconds a connection may stay quiet (MHD's timeout) */
     enum cv_log_format log_format;
     char probe_url[300];      /* --probe URL */
     char token_file[300];     /* --token-file: its first line is the bearer token */
@@ -54,6 +66,7 @@ struct cv_config {
     int max_attempts;         /* runs of one job before it fails too_many_attempts */
     double job_ttl;           /* seconds a finished job is kept; 0 = no age limit */
     double lease;             /* seconds a claimed job's lease lasts between renewals */
+    char tls_priorities[300]; /* --tls-priorities: a GnuTLS priority string */
 };
 
 /* Outcome of cv_config_load besides success. */
@@ -277,7 +290,7 @@ size_t cv_jobs_snapshot(struct cv_job **out, size_t max);
 /* Number of live registered jobs still QUEUED in this process (for --queue admission). */
 int cv_jobs_queued(void);
 
-/* Drain: cancels live /train jobs and asks claimed resumable jobs to suspend (checkpoint and
+/* Drain: cancels unlisted work (synchronous /corr2d) and live /train jobs and asks claimed resumable jobs to suspend (checkpoint and
  * hand back to the store for the next start). */
 void cv_jobs_stop_all(void);
 
@@ -286,7 +299,8 @@ void cv_jobs_stop_all(void);
  * requests for them read the store. Called by the writer thread (does store reads). */
 void cv_jobs_forget_taken(void);
 
-/* Number of live registered jobs this process runs or has claimed (drain waits for 0). */
+/* Number of jobs not yet done here: registered ones this process runs or has claimed, and
+ * unregistered ones submitted to the pool and not finished (drain waits for 0). */
 int cv_jobs_active(void);
 
 /* Fills a view of a live job for the api layer's dumps, using the caller's buffers for the
@@ -361,6 +375,35 @@ void cv_store_health(int status);
  * count is exact when the next client looks. */
 void cv_writer_retain_now(void);
 
+/* ---- guard.c: connection admission and request deadlines ---------------------------------- */
+
+struct MHD_Connection;
+enum MHD_ConnectionNotificationCode;
+
+/* libmicrohttpd's connection limit to configure: --max-connections plus a reserve for probes
+ * and for the replies that tell surplus clients to come back later. */
+int cv_guard_hard_limit(const struct cv_config *cfg);
+
+/* Starts the reaper thread that answers 408 to connections past their request deadline (with
+ * use_tls, it only shuts them down). Returns CV_OK or CV_ENOMEM. Call once before serving. */
+int cv_guard_start(bool use_tls);
+
+/* The MHD_OPTION_NOTIFY_CONNECTION callback: tracks each connection (socket_context holds the
+ * guard's entry, owned by the guard) from its start to its close. */
+void cv_guard_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+                     enum MHD_ConnectionNotificationCode code);
+
+/* The headers of a request on conn are in; its body of body_bytes (the most expected) now has
+ * until --header-timeout + body_bytes / --min-rate seconds. Returns true when the connection
+ * was admitted over a limit: then only probes may be served on it. */
+bool cv_guard_request_begin(struct MHD_Connection *conn, int64_t body_bytes);
+
+/* The whole request on conn is in: no deadline while it is served. */
+void cv_guard_request_ready(struct MHD_Connection *conn);
+
+/* The request on conn is complete: the next one on the connection gets a fresh deadline. */
+void cv_guard_request_done(struct MHD_Connection *conn);
+
 /* ---- metrics.c: counters for GET /metrics (Prometheus text format) ---------------------- */
 
 /* Counts one finished request: route is the route template ("/jobs/{id}"), or "unmatched". */
@@ -412,6 +455,7 @@ struct cv_req {
     bool body_too_large;
     size_t content_length; /* from the header when known and within --max-body, else 0 */
     bool over_budget;      /* all bodies together would pass the memory budget: 503 */
+    int64_t reserved;      /* bytes of the memory budget held for this request's reply */
     bool replied;
     int status; /* HTTP status of the reply */
     uint64_t bytes_out;
@@ -430,6 +474,7 @@ typedef int (*cv_route_handler)(struct MHD_Connection *conn, struct cv_req *req)
 enum cv_route_flags {
     CV_ROUTE_FLAGS_JSON_BODY = 1, /* POST with an application/json body */
     CV_ROUTE_FLAGS_PUBLIC = 2,    /* served without the bearer token (probes, metrics) */
+    CV_ROUTE_FLAGS_PROBE = 4,     /* a health probe: served even past the connection limits */
 };
 
 struct cv_route {
@@ -465,6 +510,11 @@ int cv_http_reply_store_error(struct MHD_Connection *conn, struct cv_req *req, i
 /* Maps a non-OK status from the pool or compute to a reply: CV_EAGAIN -> 503 queue_full with
  * Retry-After, CV_ECANCELED while draining -> 503 shutting_down, others -> 500. */
 int cv_http_reply_status(struct MHD_Connection *conn, struct cv_req *req, int status);
+
+/* Reserves `bytes` of the daemon's memory budget (--memory-budget, shared with request
+ * bodies) for req's reply: its output tensor and rendered text. Returns true, or false when
+ * the budget would be passed (nothing reserved; answer 503). Released when req completes. */
+bool cv_http_reserve(struct cv_req *req, int64_t bytes);
 
 /* True when the client of conn has closed its side (checked without blocking). */
 bool cv_http_client_gone(struct MHD_Connection *conn);

@@ -209,20 +209,48 @@ static int team_size(int64_t macs, int64_t items, int n_threads) {
 typedef int64_t (*corr_items_fn)(const struct cv__corr_op *op);
 typedef void (*corr_run_fn)(const struct cv__corr_op *op, int64_t lo, int64_t hi);
 
+/* Items per cancellation poll: blocks of about this many multiply-adds (0.1 ms on the vector
+ * kernels, ~15 ms on the plain loops' slowest shapes), so a poll costs nothing measurable. */
+#define CV_CORR2D_CANCEL_MACS ((int64_t)1 << 24)
+
+static int64_t cancel_block(int64_t macs, int64_t items) {
+    const int64_t per_item = macs / (items > 0 ? items : 1);
+    const int64_t block = CV_CORR2D_CANCEL_MACS / (per_item > 0 ? per_item : 1);
+    return block > 0 ? block : 1;
+}
+
+static bool cancelled(const atomic_bool *cancel) {
+    return cancel != NULL && atomic_load_explicit(cancel, memory_order_relaxed);
+}
+
+/* Runs items [lo, hi) in blocks of `block`, polling *cancel (when not NULL) before each; a
+ * cancelled run leaves the rest undone. Items are independent, so splitting a range changes
+ * no result. */
+static void run_blocks(corr_run_fn run, const struct cv__corr_op *op, int64_t lo, int64_t hi,
+                       int64_t block, const atomic_bool *cancel) {
+    if (cancel == NULL) {
+        run(op, lo, hi);
+        return;
+    }
+    for (int64_t b = lo; b < hi && !cancelled(cancel); b += block)
+        run(op, b, hi - b > block ? b + block : hi);
+}
+
 /* Runs items [0, items) of a corr op with one of the table's kernels, one contiguous block per
- * thread. */
+ * thread, polling cancel between blocks of items. */
 static void corr_parallel(corr_items_fn items_of, corr_run_fn run, const struct cv__corr_op *op,
-                          int64_t macs, int n_threads) {
+                          int64_t macs, int n_threads, const atomic_bool *cancel) {
     const int64_t items = items_of(op);
     const int nt = team_size(macs, items, n_threads);
+    const int64_t block = cancel_block(macs, items);
     if (nt == 1) {
-        run(op, 0, items);
+        run_blocks(run, op, 0, items, block, cancel);
         return;
     }
 #pragma omp parallel num_threads(nt)
     {
         const int64_t t = omp_get_thread_num(), nth = omp_get_num_threads();
-        run(op, items * t / nth, items * (t + 1) / nth);
+        run_blocks(run, op, items * t / nth, items * (t + 1) / nth, block, cancel);
     }
 }
 
@@ -273,23 +301,23 @@ static bool w4_dispatch(const struct cv__isa *isa, const struct cv__corr_op *op,
 /* Runs a corr op on the fastest kernel of isa that can take it; false when none can (the
  * caller then takes the plain loops). */
 static bool corr_dispatch(const struct cv__isa *isa, struct cv__corr_op *op, int64_t macs,
-                          int n_threads) {
+                          int n_threads, const atomic_bool *cancel) {
     if (w4_dispatch(isa, op, macs, n_threads))
         return true;
     if (isa->st_fits(op)) {
-        corr_parallel(isa->st_items, isa->st_run, op, macs, n_threads);
+        corr_parallel(isa->st_items, isa->st_run, op, macs, n_threads, cancel);
         return true;
     }
     if (wino_fits(isa, op)) {
-        corr_parallel(isa->wino_items, isa->wino_run, op, macs, n_threads);
+        corr_parallel(isa->wino_items, isa->wino_run, op, macs, n_threads, cancel);
         return true;
     }
     if (isa->rw_fits(op)) {
-        corr_parallel(isa->rw_items, isa->rw_run, op, macs, n_threads);
+        corr_parallel(isa->rw_items, isa->rw_run, op, macs, n_threads, cancel);
         return true;
     }
     if (isa->corr_plan(op)) {
-        corr_parallel(isa->corr_items, isa->corr_run, op, macs, n_threads);
+        corr_parallel(isa->corr_items, isa->corr_run, op, macs, n_threads, cancel);
         return true;
     }
     return false;
@@ -334,8 +362,25 @@ static void forward_row(const float *x, const float *k, const float *bias,
     }
 }
 
+/* Rows [lo, hi) of the plain forward loops, polling cancel every `block` rows. */
+static void forward_rows(const float *x, const float *k, const float *bias,
+                         const struct cv_conv2d_geom *g, const struct corr2d_dims *d, float *y,
+                         int64_t lo, int64_t hi, int64_t block, const atomic_bool *cancel) {
+    for (int64_t b = lo; b < hi && !cancelled(cancel); b += block) {
+        const int64_t end = hi - b > block ? b + block : hi;
+        for (int64_t r = b; r < end; r++)
+            forward_row(x, k, bias, g, d, y, r);
+    }
+}
+
 int cv_corr2d_forward(const struct cv_tensor *x, const struct cv_tensor *k, const float *bias,
                       const struct cv_conv2d_geom *g, struct cv_tensor *y, int n_threads) {
+    return cv_corr2d_forward_cancellable(x, k, bias, g, y, n_threads, NULL);
+}
+
+int cv_corr2d_forward_cancellable(const struct cv_tensor *x, const struct cv_tensor *k,
+                                  const float *bias, const struct cv_conv2d_geom *g,
+                                  struct cv_tensor *y, int n_threads, const atomic_bool *cancel) {
     CV_ASSERT(x != NULL && k != NULL && g != NULL && y != NULL);
     CV_ASSERT(n_threads >= 1);
     struct corr2d_dims d;
@@ -372,18 +417,33 @@ int cv_corr2d_forward(const struct cv_tensor *x, const struct cv_tensor *k, cons
             .dil_h = g->dil_h,
             .dil_w = g->dil_w,
         };
-        if (corr_dispatch(isa, &op, macs, n_threads))
-            return CV_OK;
+        if (corr_dispatch(isa, &op, macs, n_threads, cancel))
+            return cancelled(cancel) ? CV_ECANCELED : CV_OK;
     }
-    if (run_serial(macs, n_threads)) {
-        for (int64_t r = 0; r < rows; r++)
-            forward_row(x->data, k->data, bias, g, &d, y->data, r);
-    } else {
+    if (cancel == NULL) { /* the loops as they always were */
+        if (run_serial(macs, n_threads)) {
+            for (int64_t r = 0; r < rows; r++)
+                forward_row(x->data, k->data, bias, g, &d, y->data, r);
+        } else {
 #pragma omp parallel for num_threads(n_threads) schedule(static)
-        for (int64_t r = 0; r < rows; r++)
-            forward_row(x->data, k->data, bias, g, &d, y->data, r);
+            for (int64_t r = 0; r < rows; r++)
+                forward_row(x->data, k->data, bias, g, &d, y->data, r);
+        }
+        return CV_OK;
     }
-    return CV_OK;
+    const int64_t block = cancel_block(macs, rows);
+    const int nt = team_size(macs, rows, n_threads);
+    if (nt == 1) {
+        forward_rows(x->data, k->data, bias, g, &d, y->data, 0, rows, block, cancel);
+    } else {
+#pragma omp parallel num_threads(nt)
+        {
+            const int64_t t = omp_get_thread_num(), nth = omp_get_num_threads();
+            forward_rows(x->data, k->data, bias, g, &d, y->data, rows * t / nth,
+                         rows * (t + 1) / nth, block, cancel);
+        }
+    }
+    return cancelled(cancel) ? CV_ECANCELED : CV_OK;
 }
 
 /* ---- backward with respect to the input --------------------------------------------------- */
@@ -467,7 +527,7 @@ int cv_corr2d_backward_input(const struct cv_tensor *dy, const struct cv_tensor 
             .dil_h = g->dil_h,
             .dil_w = g->dil_w,
         };
-        if (corr_dispatch(isa, &op, macs, n_threads))
+        if (corr_dispatch(isa, &op, macs, n_threads, NULL))
             return CV_OK;
     }
     if (run_serial(macs, n_threads)) {

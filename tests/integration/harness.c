@@ -34,7 +34,10 @@ void cv_sleep_ms(long ms) {
 }
 
 const char *cv_convd_bin(void) {
-    return CONVD_BIN;
+    /* CONVD_TEST_BIN runs the suite against another build (e.g. an older one, to see a
+     * regression test fail before its fix). */
+    const char *other = getenv("CONVD_TEST_BIN");
+    return other != NULL && *other != '\0' ? other : CONVD_BIN;
 }
 
 char *cv_strdupf(const char *fmt, ...) {
@@ -130,7 +133,7 @@ int cv_daemon_start(struct cv_daemon *d, const char *const *args, const char *co
         perror("mkstemp");
         return -1;
     }
-    const char *argv[64] = {CONVD_BIN, "--listen", "127.0.0.1:0"};
+    const char *argv[64] = {cv_convd_bin(), "--listen", "127.0.0.1:0"};
     int argc = 3;
     bool has_store = false;
     for (int i = 0; args && args[i] && argc < 61; i++) {

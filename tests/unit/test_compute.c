@@ -5,6 +5,7 @@
  * enter OpenMP outside a test body (main only builds the suite). */
 #include <check.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -447,6 +448,40 @@ START_TEST(test_corr2d_parallel_matches_serial) {
         ck_assert_float_eq(k1.data[q], k2.data[q]);
     cv_tensor_free(&x), cv_tensor_free(&k), cv_tensor_free(&y1), cv_tensor_free(&y2);
     cv_tensor_free(&d1), cv_tensor_free(&d2), cv_tensor_free(&k1), cv_tensor_free(&k2);
+}
+END_TEST
+
+START_TEST(test_corr2d_cancellable) {
+    /* Not cancelled: bitwise the result of cv_corr2d_forward, on every variant (vector kernels
+     * for stride 1, plain loops for stride 2) and thread count. Cancelled before the start: no
+     * block runs and the call says CV_ECANCELED. */
+    rng_state = 0x5eed0005;
+    struct cv_tensor x = make_tensor(1, 2, 200, 180), k = make_tensor(3, 2, 5, 5);
+    fill_random(&x);
+    fill_random(&k);
+    for (int stride = 1; stride <= 2; stride++) {
+        const struct cv_conv2d_geom g = {2, 2, 2, 2, stride, stride, 1, 1};
+        int64_t oh, ow;
+        ck_assert_int_eq(cv_corr2d_out_shape(200, 180, 5, 5, &g, &oh, &ow), CV_OK);
+        struct cv_tensor y1 = make_tensor(1, 3, oh, ow), y2 = make_tensor(1, 3, oh, ow);
+        for (int nt = 1; nt <= 2; nt++) {
+            atomic_bool flag;
+            atomic_init(&flag, false);
+            ck_assert_int_eq(cv_corr2d_forward(&x, &k, NULL, &g, &y1, nt), CV_OK);
+            ck_assert_int_eq(cv_corr2d_forward_cancellable(&x, &k, NULL, &g, &y2, nt, &flag),
+                             CV_OK);
+            ck_assert(memcmp(y1.data, y2.data, (size_t)cv_tensor_numel(&y1) * sizeof(float)) == 0);
+            for (int64_t q = 0; q < cv_tensor_numel(&y2); q++)
+                y2.data[q] = 12345.0f;
+            atomic_store(&flag, true);
+            ck_assert_int_eq(cv_corr2d_forward_cancellable(&x, &k, NULL, &g, &y2, nt, &flag),
+                             CV_ECANCELED);
+            for (int64_t q = 0; q < cv_tensor_numel(&y2); q++)
+                ck_assert_float_eq(y2.data[q], 12345.0f);
+        }
+        cv_tensor_free(&y1), cv_tensor_free(&y2);
+    }
+    cv_tensor_free(&x), cv_tensor_free(&k);
 }
 END_TEST
 
@@ -1317,6 +1352,7 @@ static Suite *compute_suite(void) {
     tcase_add_test(tc, test_corr2d_backward_vs_ref);
     tcase_add_test(tc, test_corr2d_gradients_vs_finite_differences);
     tcase_add_test(tc, test_corr2d_parallel_matches_serial);
+    tcase_add_test(tc, test_corr2d_cancellable);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("corr2d_kernels");
