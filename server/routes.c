@@ -1,7 +1,7 @@
 /* Route table and handlers. Handlers run on the connection's thread with the whole body read;
  * compute always goes to the worker pool. */
-#include <math.h>
 #include <errno.h>
+#include <math.h>
 #include <microhttpd.h>
 #include <stdint.h>
 #include <stdio.h>

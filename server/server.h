@@ -290,8 +290,8 @@ size_t cv_jobs_snapshot(struct cv_job **out, size_t max);
 /* Number of live registered jobs still QUEUED in this process (for --queue admission). */
 int cv_jobs_queued(void);
 
-/* Drain: cancels unlisted work (synchronous /corr2d) and live /train jobs and asks claimed resumable jobs to suspend (checkpoint and
- * hand back to the store for the next start). */
+/* Drain: cancels unlisted work (synchronous /corr2d) and live /train jobs and asks claimed
+ * resumable jobs to suspend (checkpoint and hand back to the store for the next start). */
 void cv_jobs_stop_all(void);
 
 /* Fleet: drops from the registry the jobs this process accepted (POST /jobs) that another
