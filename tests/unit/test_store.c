@@ -482,8 +482,10 @@ START_TEST(retention_by_count_and_age) {
     } while (deleted == 2);
     ck_assert_int_eq(total, 4);
     struct cv_store_job j;
-    for (int i = 0; i < 7; i++)
+    for (int i = 0; i < 7; i++) {
         ck_assert_int_eq(cv_store_job_get(S, ids[i], 0, &j) == CV_STORE_OK, i >= 4);
+        cv_store_job_free(&j);
+    }
     ck_assert_int_eq(cv_store_job_get(S, live, 0, &j), CV_STORE_OK);
     cv_store_job_free(&j);
     for (int i = 4; i < 7; i++) {
