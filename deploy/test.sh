@@ -16,6 +16,7 @@ SUITE=bookworm
 BASE=debian:$SUITE-slim
 IMAGE=convd:deploy-test
 NGINX_IMAGE=convd-nginx:deploy-test
+PG_IMAGE=convd-postgres:deploy-test
 PROJECT=convddeploytest
 SMOKE=convd-deploy-smoke
 MDWE=convd-deploy-mdwe
@@ -28,7 +29,8 @@ export DEBIAN_FRONTEND=noninteractive DOCKER_BUILDKIT=0 COMPOSE_DOCKER_CLI_BUILD
 export DOCKER_HOST=unix://$WORK/docker.sock
 export COMPOSE_HTTP_TIMEOUT=120
 # what deploy/compose.yaml reads: our image tags, a token file, nginx on a free loopback port
-export CONVD_IMAGE=$IMAGE NGINX_IMAGE=$NGINX_IMAGE CONVD_ENV_FILE=$WORK/convd.env CONVD_BIND=127.0.0.1 CONVD_HTTP_PORT=
+export CONVD_IMAGE=$IMAGE NGINX_IMAGE=$NGINX_IMAGE POSTGRES_IMAGE=$PG_IMAGE CONVD_ENV_FILE=$WORK/convd.env \
+       CONVD_PG_PASSWORD_FILE=$WORK/pg-password CONVD_BIND=127.0.0.1 CONVD_HTTP_PORT=
 mkdir -p "$WORK"
 T_START=$EPOCHREALTIME
 
@@ -98,7 +100,7 @@ cleanup() {
     rm -f "$WORK/docker.sock"
   fi
   [ -n "$BRIDGE_MADE" ] && ip link del "$BRIDGE" 2>/dev/null
-  rm -f "$WORK/convd.env"
+  rm -f "$WORK/convd.env" "$WORK/pg-password"
   if [ $rc -ne 0 ] && [ -n "$CUR_STEP" ]; then
     FAIL=$((FAIL + 1)); echo "FAIL - step '$CUR_STEP' aborted the run (rc=$rc)"
     [ -s "$WORK/dockerd.log" ] && { echo "---- last lines of $WORK/dockerd.log:"; tail -n 15 "$WORK/dockerd.log"; }
@@ -110,7 +112,10 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-umask 077; printf 'CONVD_TOKEN=%s\n' "$TOKEN" > "$WORK/convd.env"; umask 022
+# the compose fleet's env file (token, store) and database password; the password file is bind-mounted
+# into containers that run as other users (postgres, 10001), so it is 0644 inside a 0700 directory
+umask 077; printf 'CONVD_TOKEN=%s\nCONVD_STORE=postgres://convd@postgres:5432/convd\nCONVD_CHECKPOINT_EVERY=0.2\nCONVD_MAX_STEPS=1000000\n' "$TOKEN" > "$WORK/convd.env"
+od -An -tx1 -N16 /dev/urandom | tr -d ' \n' > "$WORK/pg-password"; chmod 0644 "$WORK/pg-password"; chmod 0700 "$WORK"; umask 022
 
 # ---- 1. packages ---------------------------------------------------------------------------------
 install_packages() {
@@ -374,7 +379,7 @@ check_seed_corr2d_quiet() { [ "$(curl -sS -m 10 "${AUTH[@]}" --json "$CORR_BODY"
 # ---- 6. compose: 2 replicas behind nginx -----------------------------------------------------------
 compose_test() {
   check "docker-compose config accepts deploy/compose.yaml" compose config -q
-  quiet "$WORK/compose-build.log" compose build nginx
+  quiet "$WORK/compose-build.log" compose build nginx postgres
   local t0=$EPOCHREALTIME
   quiet "$WORK/compose-up.log" compose up -d --no-build
   local up_s; up_s=$(elapsed "$t0")
