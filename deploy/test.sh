@@ -484,11 +484,15 @@ sqlite_test() {
 }
 
 # ---- 6. compose: a fleet of replicas on one PostgreSQL behind nginx -----------------------------------------------------------
+compose_logs() {  # the stack's last log lines, for a failure
+  echo "---- docker-compose ps and logs (last lines):"; compose ps 2>&1 | sed 's/^/   /'
+  compose logs --no-color --tail 15 2>&1 | sed 's/^/   /'
+}
 compose_test() {
   check "docker-compose config accepts deploy/compose.yaml" compose config -q
   quiet "$WORK/compose-build.log" compose build nginx postgres
   local t0=$EPOCHREALTIME
-  quiet "$WORK/compose-up.log" compose up -d --no-build
+  quiet "$WORK/compose-up.log" compose up -d --no-build || { compose_logs; return 1; }
   local up_s; up_s=$(elapsed "$t0")
   local lb ids=() i n1 n2 got okc=0 pg
   lb=http://$(compose port nginx 8080 | sed -n 1p)
