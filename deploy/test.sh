@@ -385,7 +385,7 @@ check_seed_corr2d_quiet() { [ "$(curl -sS -m 10 "${AUTH[@]}" --json "$CORR_BODY"
 
 # ---- helpers for jobs (POST /jobs, GET /jobs/{id}, /events) ---------------------------------------
 LONG_JOB=$WORK/long-train.json
-LONG_STEPS=400000
+LONG_STEPS=200000
 make_long_job() {  # an async training of a few seconds on one thread, checkpointed as it goes (resume tests)
   awk -v n=128 -v steps="$LONG_STEPS" 'BEGIN{srand(2); printf "{\"kind\":\"train\",\"input\":[";
     for(i=0;i<n;i++){printf "%s[", i?",":""; for(j=0;j<n;j++) printf "%s%.3f", j?",":"", rand(); printf "]"}
@@ -488,9 +488,12 @@ compose_logs() {  # the stack's last log lines, for a failure
   echo "---- docker-compose ps and logs (last lines):"; compose ps 2>&1 | sed 's/^/   /'
   compose logs --no-color --tail 15 2>&1 | sed 's/^/   /'
 }
-compose_test() {
+compose_images() {  # nginx and postgres from Debian's packages (convd's image is the one built above)
   check "docker-compose config accepts deploy/compose.yaml" compose config -q
   quiet "$WORK/compose-build.log" compose build nginx postgres
+  echo "   images: $(docker image inspect -f '{{index .RepoTags 0}} {{.Size}}' "$NGINX_IMAGE" "$PG_IMAGE" | awk '{printf "%s %.1f MB; ", $1, $2/1e6}')"
+}
+compose_test() {
   local t0=$EPOCHREALTIME
   quiet "$WORK/compose-up.log" compose up -d --no-build || { compose_logs; return 1; }
   local up_s; up_s=$(elapsed "$t0")
@@ -651,6 +654,12 @@ k8s_test() {
     out=$(timeout 120 node "$WORK/k8s-validate/k8s-validate.mjs" "$WORK/k8s-validate/bad-sqlite.yaml" "$ROOT"/deploy/k8s/sqlite/pvc.yaml 2>&1) && rc=0 || rc=$?
     check "the validator refuses a SQLite Deployment with 2 replicas and a rolling update ($(grep -c 'INVALID convd rule' <<<"$out") rule errors)" \
       eval '[ $rc != 0 ] && grep -q "SQLite allows one replica" <<<"$out" && grep -q "needs strategy Recreate" <<<"$out"'
+    # ... and a fleet whose database URL (with its password) is written in the manifest
+    awk '/- name: CONVD_STORE_PASSWORD_FILE/ {print "            - name: CONVD_STORE"; print "              value: postgres://convd:secret@db:5432/convd"} {print}' \
+      deploy/k8s/deployment.yaml > "$WORK/k8s-validate/bad-fleet.yaml"
+    out=$(timeout 120 node "$WORK/k8s-validate/k8s-validate.mjs" "$WORK/k8s-validate/bad-fleet.yaml" 2>&1) && rc=0 || rc=$?
+    check "the validator refuses a fleet whose CONVD_STORE is written in the manifest (and does not print its password)" \
+      eval '[ $rc != 0 ] && grep -q "belongs in the Secret" <<<"$out" && ! grep -q secret@ <<<"$out"'
   else
     echo "skipped the schema check: no node/npm on this machine"
   fi
@@ -699,7 +708,8 @@ T_RUN=$EPOCHREALTIME
 step run          smoke
 step mdwe         mdwe
 step sqlite       sqlite_test
+step compose-images compose_images
 step compose      compose_test
 step k8s          k8s_test
 step systemd      systemd_test
-echo "deploy: image $IMAGE_MB MB; times: $(for k in packages engine base-image build run compose k8s; do printf '%s %ss, ' "$k" "${TIMES[$k]:-?}"; done)"
+echo "deploy: image $IMAGE_MB MB; times: $(for k in packages engine base-image build run sqlite compose-images compose k8s; do printf '%s %ss, ' "$k" "${TIMES[$k]:-?}"; done)"
