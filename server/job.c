@@ -413,7 +413,10 @@ int cv_job_register(struct cv_job *job, bool queued) {
         return CV_EAGAIN;
     }
     pthread_mutex_lock(&job->mu);
-    job->written_seq = job->base_seq + (int64_t)n - 1;
+    /* The job may already have run and ended (the dispatcher claims it as soon as the insert
+     * commits): never move written_seq back. */
+    if (job->written_seq < job->base_seq + (int64_t)n - 1)
+        job->written_seq = job->base_seq + (int64_t)n - 1;
     pthread_cond_broadcast(&job->cond);
     pthread_mutex_unlock(&job->mu);
     return CV_OK;

@@ -27,6 +27,7 @@
 #define RETAIN_EVERY_MS 1000.0
 #define RETAIN_BATCH    200  /* jobs per retention transaction */
 #define MAX_LIVE        4096 /* jobs one batch looks at */
+#define KEEP_COMMITTED  512  /* committed events a running job keeps in memory for followers */
 
 static pthread_mutex_t writer_mu = PTHREAD_MUTEX_INITIALIZER; /* the writer lock */
 static pthread_mutex_t kick_mu = PTHREAD_MUTEX_INITIALIZER;   /* guards the flags below */
@@ -35,6 +36,9 @@ static bool writer_kicked, dispatch_kicked, stopping;
 static pthread_t writer_thread, dispatch_thread;
 static bool started;
 static atomic_bool trim_wanted;
+/* Finished jobs in the store as far as this process knows (set at start, + each end, - each
+ * deletion), so that retention after a job's end costs nothing while under --job-history. */
+static atomic_llong finished_count;
 
 void cv_writer_lock(void) {
     pthread_mutex_lock(&writer_mu);
@@ -180,8 +184,11 @@ static void settle(struct pending *p, const struct cv_store_append *item) {
     if (item->status == CV_STORE_OK) {
         if (p->n_ev > 0) {
             job->written_seq = p->ev[p->n_ev - 1].seq;
-            /* Committed events live in the store now; readers behind fetch them from there. */
-            size_t drop = (size_t)(job->written_seq + 1 - job->base_seq);
+            /* Committed events live in the store now; the newest KEEP_COMMITTED stay here too,
+             * so live followers (a commit or two behind) read memory, not the database, and
+             * readers further behind fetch them from the store. */
+            size_t committed = (size_t)(job->written_seq + 1 - job->base_seq);
+            size_t drop = committed > KEEP_COMMITTED ? committed - KEEP_COMMITTED : 0;
             for (size_t i = 0; i < drop; i++)
                 free(job->events[i].json);
             memmove(job->events, job->events + drop,
@@ -309,9 +316,12 @@ static void retain(int rounds) {
 
 void cv_writer_retain_now(void) {
     int deleted = 0;
+    atomic_store(&trim_wanted, true); /* a job's log was freed: malloc_trim soon */
+    if (atomic_fetch_add(&finished_count, 1) + 1 <= cv_srv.cfg.job_history)
+        return;
     /* Exact --job-history for the next client: one small transaction right after a job ends. */
     cv_store_retain(cv_srv.store, cv_srv.cfg.job_history, 0, 16, &deleted);
-    atomic_store(&trim_wanted, true); /* a job's log was freed: malloc_trim soon */
+    atomic_fetch_sub(&finished_count, deleted);
 }
 
 /* ---- the writer thread ------------------------------------------------------------------------
@@ -422,14 +432,11 @@ static void dispatch(struct cv_store_job *row) {
     pthread_mutex_unlock(&job->mu);
     if (row->attempt > 1)
         prepare_resume(job, row);
-    if (cv_job_submit(job, cv_srv.pool) != CV_OK) {
-        /* The pool filled up meanwhile: back to the queue for the next round. */
-        cv_writer_flush_job(job);
-        cv_store_job_release(cv_srv.store, row->id, row->attempt);
-        pthread_mutex_lock(&job->mu);
-        job->attempt = 0;
-        pthread_mutex_unlock(&job->mu);
-    }
+    /* The pool may have filled up since the claim (a /train or /corr2d of a connection took
+     * the room): the job is ours now, so wait for room rather than hand it back, which would
+     * count as an attempt. */
+    while (cv_job_submit(job, cv_srv.pool) == CV_EAGAIN)
+        sleep_ms(5);
     cv_job_unref(job);
 }
 
@@ -476,6 +483,11 @@ static void on_note(void *user, enum cv_store_note note, const char *job_id, int
 }
 
 int cv_writer_start(void) {
+    int64_t all = 0, queued = 0, running = 0;
+    cv_store_job_count(cv_srv.store, -1, &all);
+    cv_store_job_count(cv_srv.store, CV_STORE_JOB_QUEUED, &queued);
+    cv_store_job_count(cv_srv.store, CV_STORE_JOB_RUNNING, &running);
+    atomic_store(&finished_count, all - queued - running);
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "store_impl.h"
@@ -45,8 +46,7 @@ enum stmt_id {
     S_JOB_STATE, /* attempt, status, last_seq for fencing */
     S_JOB_LIST,
     S_JOB_COUNT,
-    S_CLAIM_PICK,
-    S_CLAIM_SET,
+    S_CLAIM,
     S_RENEW,
     S_ORPHAN,
     S_RELEASE,
@@ -88,11 +88,13 @@ static const char *const sql_text[S_COUNT] = {
                    "AND (?5 IS NULL OR rowid < (SELECT rowid FROM jobs WHERE id = ?5)) "
                    "ORDER BY rowid DESC LIMIT ?6",
     [S_JOB_COUNT] = "SELECT count(*) FROM jobs WHERE ?1 < 0 OR status = ?1",
-    [S_CLAIM_PICK] = "SELECT id FROM jobs WHERE status = 0 OR (status = 1 AND lease_until < ?1) "
-                     "ORDER BY status, rowid LIMIT 1",
-    [S_CLAIM_SET] = "UPDATE jobs SET status = 1, owner = ?2, attempt = attempt + 1, "
-                    "lease_until = ?3, started = CASE WHEN started = 0 THEN ?4 ELSE started END "
-                    "WHERE id = ?1",
+    /* One statement: pick the oldest queued job (else the oldest running one whose lease
+     * expired), take it, and return it. */
+    [S_CLAIM] = "UPDATE jobs SET status = 1, owner = ?2, attempt = attempt + 1, lease_until = ?3, "
+                "started = CASE WHEN started = 0 THEN ?1 ELSE started END "
+                "WHERE rowid = (SELECT rowid FROM jobs WHERE status = 0 OR "
+                "(status = 1 AND lease_until < ?1) ORDER BY status, rowid LIMIT 1) "
+                "RETURNING " JOB_COLS,
     [S_RENEW] = "UPDATE jobs SET lease_until = ?4 WHERE id = ?1 AND attempt = ?2 AND owner = ?3 "
                 "AND status = 1 RETURNING cancel_requested",
     [S_ORPHAN] = "UPDATE jobs SET lease_until = 0 WHERE status = 1 AND (?1 IS NULL OR owner = ?1)",
@@ -235,8 +237,10 @@ static int conn_open(struct conn *c, const char *path, const struct cv_store_opt
     sqlite3_busy_timeout(c->db, o->busy_timeout_ms);
     const char *pragmas = o->sync == CV_STORE_SYNC_FULL
                               ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                                " PRAGMA journal_size_limit=8388608;"
                                 " PRAGMA foreign_keys=OFF;"
                               : "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+                                " PRAGMA journal_size_limit=8388608;"
                                 " PRAGMA foreign_keys=OFF;";
     rc = sqlite3_exec(c->db, pragmas, NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
@@ -516,7 +520,21 @@ static int s_ping(struct cv_store *s) {
     pthread_mutex_lock(&ss->wmu);
     bool failed = ss->write_failed;
     pthread_mutex_unlock(&ss->wmu);
-    if (failed) { /* the disk was full: try a tiny write to see whether it still is */
+    if (failed) {
+        /* The last write failed. A tiny write may still fit in the WAL's old pages while the
+         * disk is full, so look at the free space first: under 1 MiB is still full. */
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s", ss->path);
+        char *slash = strrchr(dir, '/');
+        if (slash == NULL)
+            snprintf(dir, sizeof dir, ".");
+        else if (slash == dir)
+            dir[1] = '\0';
+        else
+            *slash = '\0';
+        struct statvfs vfs;
+        if (statvfs(dir, &vfs) == 0 && (uint64_t)vfs.f_bavail * vfs.f_frsize < (1u << 20))
+            return cv__store_fail(CV_STORE_UNAVAILABLE, "sqlite: the disk of %s is full", dir);
         int st = wbegin(ss);
         if (st != CV_STORE_OK)
             return st;
@@ -654,40 +672,30 @@ static int s_job_count(struct cv_store *s, int status, int64_t *n) {
     return st;
 }
 
-/* The claim inside the write transaction: pick, update, read back. */
+/* The claim inside the write transaction. */
 static int claim_tx(struct conn *c, const char *owner, int64_t lease_ms, struct cv_store_job *out) {
     int64_t now = cv__store_now_ms();
-    sqlite3_stmt *pick;
-    PREP(c, S_CLAIM_PICK, pick);
-    sqlite3_bind_int64(pick, 1, now);
-    int rc = sqlite3_step(pick);
-    char id[40];
-    if (rc == SQLITE_DONE) {
-        sqlite3_reset(pick);
-        return CV_STORE_NOT_FOUND;
+    sqlite3_stmt *q;
+    PREP(c, S_CLAIM, q);
+    sqlite3_bind_int64(q, 1, now);
+    sqlite3_bind_text(q, 2, owner, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 3, now + lease_ms);
+    int rc = sqlite3_step(q);
+    int st;
+    if (rc == SQLITE_ROW) {
+        st = read_job(q, CV_STORE_LOAD_REQUEST, out);
+        while ((rc = sqlite3_step(q)) == SQLITE_ROW)
+            ;
+        if (rc != SQLITE_DONE && st == CV_STORE_OK) {
+            cv_store_job_free(out);
+            st = fail_db(c->db, rc, "claim");
+        }
+    } else if (rc == SQLITE_DONE) {
+        st = CV_STORE_NOT_FOUND;
+    } else {
+        st = fail_db(c->db, rc, "claim");
     }
-    if (rc != SQLITE_ROW) {
-        sqlite3_reset(pick);
-        return fail_db(c->db, rc, "claim pick");
-    }
-    copy_col(pick, 0, id, sizeof id);
-    sqlite3_reset(pick);
-    sqlite3_stmt *set;
-    PREP(c, S_CLAIM_SET, set);
-    sqlite3_bind_text(set, 1, id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(set, 2, owner, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(set, 3, now + lease_ms);
-    sqlite3_bind_int64(set, 4, now);
-    int st = step_done(c, set, "claim");
-    if (st != CV_STORE_OK)
-        return st;
-    sqlite3_stmt *get;
-    PREP(c, S_JOB_GET, get);
-    sqlite3_bind_text(get, 1, id, -1, SQLITE_STATIC);
-    rc = sqlite3_step(get);
-    st = rc == SQLITE_ROW ? read_job(get, CV_STORE_LOAD_REQUEST, out)
-                          : fail_db(c->db, rc, "claim read");
-    sqlite3_reset(get);
+    sqlite3_reset(q);
     return st;
 }
 
