@@ -98,6 +98,40 @@ int cv_jobs_queued(void) {
     return count;
 }
 
+void cv_jobs_forget_taken(void) {
+    struct cv_job **jobs = malloc(4096 * sizeof *jobs);
+    if (jobs == NULL)
+        return;
+    size_t n = cv_jobs_snapshot(jobs, 4096);
+    for (size_t i = 0; i < n; i++) {
+        struct cv_job *job = jobs[i];
+        pthread_mutex_lock(&job->mu);
+        bool waiting = job->registered && job->attempt == 0 && !job->terminal && !job->ending;
+        pthread_mutex_unlock(&job->mu);
+        struct cv_store_job row;
+        if (waiting && cv_store_job_get(cv_srv.store, job->id, 0, &row) == CV_STORE_OK) {
+            /* Claimed by another replica (or ended there by a DELETE): the store has it now.
+             * Our own claim sets job->attempt right after the claim; its owner is us. */
+            bool elsewhere =
+                row.status != CV_STORE_JOB_QUEUED && strcmp(row.owner, cv_srv.owner) != 0;
+            cv_store_job_free(&row);
+            pthread_mutex_lock(&job->mu);
+            if (elsewhere && job->attempt == 0 && !job->terminal) {
+                atomic_store(&job->fenced, true); /* readers follow the store instead */
+                job->terminal = true;
+                pthread_cond_broadcast(&job->cond);
+            } else {
+                elsewhere = false;
+            }
+            pthread_mutex_unlock(&job->mu);
+            if (elsewhere)
+                registry_remove(job);
+        }
+        cv_job_unref(job);
+    }
+    free(jobs);
+}
+
 void cv_jobs_stop_all(void) {
     /* Acted on outside registry_mu: a cancel may end a job, which leaves the registry. */
     struct cv_job *jobs[4096];
@@ -567,6 +601,13 @@ static void finish(struct cv_job *job, enum cv_job_state state, const char *type
             };
             st = ev ? cv_store_job_finish(cv_srv.store, job->id, attempt, &f) : CV_STORE_NOMEM;
             free(ev);
+            if (st == CV_STORE_OK) {
+                /* Committed: the writer must not append this job's leftovers (a checkpoint,
+                 * the events just written) to a job the store already ended. */
+                pthread_mutex_lock(&job->mu);
+                job->ending = true;
+                pthread_mutex_unlock(&job->mu);
+            }
             cv_writer_unlock();
             cv_store_health(st);
             if (st == CV_STORE_OK || st == CV_STORE_FENCED || st == CV_STORE_NOT_FOUND ||

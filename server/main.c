@@ -59,6 +59,31 @@ static bool make_parent_dirs(const char *path) {
     return mkdir(dir, 0700) == 0 || errno == EEXIST;
 }
 
+/* The store URL fit for a log line: a password in it (postgres://user:PASSWORD@host/db, or
+ * ?password=...) becomes "***". */
+static void url_redacted(const char *url, char *out, size_t cap) {
+    snprintf(out, cap, "%s", url);
+    char *scheme = strstr(out, "://");
+    if (scheme != NULL) {
+        char *user = scheme + 3;
+        char *at = strchr(user, '@');
+        char *slash = strchr(user, '/');
+        char *colon = strchr(user, ':');
+        if (at != NULL && (slash == NULL || at < slash) && colon != NULL && colon < at) {
+            char rest[600];
+            snprintf(rest, sizeof rest, "%s", at);
+            snprintf(colon, cap - (size_t)(colon - out), ":***%s", rest);
+        }
+    }
+    char *pw = strstr(out, "password=");
+    if (pw != NULL) {
+        char *end = strchr(pw, '&');
+        char rest[600];
+        snprintf(rest, sizeof rest, "%s", end ? end : "");
+        snprintf(pw, cap - (size_t)(pw - out), "password=***%s", rest);
+    }
+}
+
 /* Opens --store; logs and returns false when convd must not start (locked, newer schema,
  * corrupt, unreachable). */
 static bool open_store(const struct cv_config *cfg) {
@@ -70,11 +95,15 @@ static bool open_store(const struct cv_config *cfg) {
     struct cv_store_options o = cv_store_options_default();
     o.sync = strcmp(cfg->store_sync, "full") == 0 ? CV_STORE_SYNC_FULL : CV_STORE_SYNC_NORMAL;
     o.memory_max_bytes = cfg->store_memory_max;
+    /* postgres: the password may live in a file (a mounted secret) rather than in the URL */
+    o.password_file = getenv("CONVD_STORE_PASSWORD_FILE");
     int st = cv_store_open(cfg->store, &o, &cv_srv.store);
     if (st != CV_STORE_OK) {
         /* The message is for a human at a terminal as much as for the log. */
-        fprintf(stderr, "convd: cannot open the store %s: %s: %s\n", cfg->store,
-                cv_store_status_str(st), cv_store_errmsg());
+        char shown[600];
+        url_redacted(cfg->store, shown, sizeof shown);
+        fprintf(stderr, "convd: cannot open the store %s: %s: %s\n", shown, cv_store_status_str(st),
+                cv_store_errmsg());
         char extra[800];
         size_t n = (size_t)snprintf(extra, sizeof extra, "\"reason\":\"");
         n = cv_log_json_escape(extra, sizeof extra, n, cv_store_errmsg());

@@ -281,6 +281,11 @@ int cv_jobs_queued(void);
  * hand back to the store for the next start). */
 void cv_jobs_stop_all(void);
 
+/* Fleet: drops from the registry the jobs this process accepted (POST /jobs) that another
+ * replica claimed or ended meanwhile, so they count against neither --queue nor memory, and
+ * requests for them read the store. Called by the writer thread (does store reads). */
+void cv_jobs_forget_taken(void);
+
 /* Number of live registered jobs this process runs or has claimed (drain waits for 0). */
 int cv_jobs_active(void);
 
@@ -333,6 +338,13 @@ void cv_writer_stop(void);
 void cv_writer_kick(void);
 void cv_dispatch_kick(void);
 
+/* Store notifications for readers of jobs that are not live here (queued, or run by another
+ * replica): a counter that grows with every EVENTS/STATE note of the store (pg: LISTEN/NOTIFY
+ * from the whole fleet). cv_store_note_gen reads it; cv_store_note_wait waits up to ms for it to
+ * pass gen (the slow poll is the timeout: notes are hints, the store is the truth). */
+uint64_t cv_store_note_gen(void);
+void cv_store_note_wait(uint64_t gen, int ms);
+
 /* The writer lock: held while a batch is collected and committed, and by a worker while it
  * commits its job's end, so the two never interleave one job's events. */
 void cv_writer_lock(void);
@@ -359,6 +371,12 @@ void cv_metrics_job_done(enum cv_job_kind kind, enum cv_job_state state);
 
 /* Counts one training step. */
 void cv_metrics_train_step(void);
+
+/* Store figures: a claim that took a job and how long it took; a failed store call; a job
+ * resumed from a checkpoint. */
+void cv_metrics_store_claim(double seconds);
+void cv_metrics_store_error(void);
+void cv_metrics_store_resume(void);
 
 /* The exposition text (caller free()s), with the pool's gauges; NULL when out of memory. */
 char *cv_metrics_render(struct cv_pool *pool, size_t *len);

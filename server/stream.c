@@ -18,8 +18,11 @@
 
 #include "server.h"
 
-#define POLL_MS 200
-#define PAGE    256 /* events read from the store at a time */
+#define POLL_MS 200 /* a live job's reader wakes this often (client gone, heartbeat) */
+#define SLOW_POLL_MS                                                                               \
+    1000         /* a job not live here: store notes wake the reader; this is the                  \
+                    fallback for a missed note */
+#define PAGE 256 /* events read from the store at a time */
 
 struct stream {
     char id[40];
@@ -123,6 +126,7 @@ static ssize_t quiet(struct stream *s, char *buf, size_t max) {
 /* Follows a job that is not live here: the store, polled. */
 static ssize_t read_stored(struct stream *s, char *buf, size_t max) {
     for (;;) {
+        uint64_t gen = cv_store_note_gen(); /* before the read: a note after it wakes us */
         int st = page_fetch(s);
         if (st == CV_STORE_OK && s->page_n > 0)
             return send_page_event(s, buf, max);
@@ -142,8 +146,7 @@ static ssize_t read_stored(struct stream *s, char *buf, size_t max) {
         s->job = cv_jobs_find(s->id);
         if (s->job != NULL)
             return 0;
-        struct timespec ts = {0, POLL_MS * 1000000L};
-        nanosleep(&ts, NULL);
+        cv_store_note_wait(gen, SLOW_POLL_MS);
         ssize_t q = quiet(s, buf, max);
         if (q != 0)
             return q;
@@ -192,9 +195,17 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
                 return MHD_CONTENT_READER_END_WITH_ERROR; /* out of memory: fail loudly */
             return copy_pending(s, buf, max);
         }
+        if (job->terminal && atomic_load(&job->fenced)) {
+            /* Taken over by another attempt (this replica lost its lease): the log goes on
+             * in the store, written by the new owner; follow it there. */
+            pthread_mutex_unlock(&job->mu);
+            cv_job_unref(job);
+            s->job = NULL;
+            continue;
+        }
         if (job->terminal) {
-            /* Ended without a committed terminal event here (suspended for the next start,
-             * or taken over): the stream ends; the log goes on in the store. */
+            /* Ended without a committed terminal event here (suspended for the next start):
+             * the stream ends; the log goes on in the store. */
             pthread_mutex_unlock(&job->mu);
             s->sent_terminal = true;
             return MHD_CONTENT_READER_END_OF_STREAM;

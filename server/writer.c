@@ -25,9 +25,10 @@
 #define MIN_BATCH_MS    5.0 /* group commit: at most one batch per 5 ms */
 #define TICK_MS         200 /* the writer wakes at least this often (renewals, retention) */
 #define RETAIN_EVERY_MS 1000.0
-#define RETAIN_BATCH    200  /* jobs per retention transaction */
-#define MAX_LIVE        4096 /* jobs one batch looks at */
-#define KEEP_COMMITTED  512  /* committed events a running job keeps in memory for followers */
+#define SWEEP_EVERY_MS  100.0 /* how often jobs claimed by other replicas leave the registry */
+#define RETAIN_BATCH    200   /* jobs per retention transaction */
+#define MAX_LIVE        4096  /* jobs one batch looks at */
+#define KEEP_COMMITTED  512   /* committed events a running job keeps in memory for followers */
 
 static pthread_mutex_t writer_mu = PTHREAD_MUTEX_INITIALIZER; /* the writer lock */
 static pthread_mutex_t kick_mu = PTHREAD_MUTEX_INITIALIZER;   /* guards the flags below */
@@ -91,6 +92,8 @@ static void sleep_ms(double ms) {
 void cv_store_health(int status) {
     bool ok =
         status != CV_STORE_UNAVAILABLE && status != CV_STORE_NOMEM && status != CV_STORE_CORRUPT;
+    if (!ok)
+        cv_metrics_store_error();
     bool was = atomic_exchange(&cv_srv.store_ok, ok);
     if (was == ok)
         return;
@@ -128,7 +131,7 @@ static void pending_free(struct pending *p) {
 static bool collect(struct cv_job *job, struct pending *p, struct cv_store_append *item) {
     memset(p, 0, sizeof *p);
     pthread_mutex_lock(&job->mu);
-    if (job->terminal || job->attempt == 0 || atomic_load(&job->fenced)) {
+    if (job->terminal || job->ending || job->attempt == 0 || atomic_load(&job->fenced)) {
         pthread_mutex_unlock(&job->mu);
         return false;
     }
@@ -329,7 +332,7 @@ void cv_writer_retain_now(void) {
 
 static void *writer_main(void *arg) {
     (void)arg;
-    double last_batch = 0, last_renew = cv_now_ms(), last_retain = 0;
+    double last_batch = 0, last_renew = cv_now_ms(), last_retain = 0, last_sweep = 0;
     double renew_every = cv_srv.cfg.lease * 1000.0 / 3.0;
     for (;;) {
         wait_kick(&writer_kicked, TICK_MS);
@@ -345,6 +348,10 @@ static void *writer_main(void *arg) {
         if (cv_now_ms() - last_renew >= renew_every) {
             renew_all();
             last_renew = cv_now_ms();
+        }
+        if (cv_now_ms() - last_sweep >= SWEEP_EVERY_MS) {
+            cv_jobs_forget_taken();
+            last_sweep = cv_now_ms();
         }
         if (cv_now_ms() - last_retain >= RETAIN_EVERY_MS) {
             retain(5);
@@ -396,6 +403,7 @@ static void prepare_resume(struct cv_job *job, const struct cv_store_job *row) {
     snprintf(extra, sizeof extra, "\"job\":\"%s\",\"step\":%d,\"attempt\":%d", job->id, (int)step,
              (int)row->attempt);
     cv_log_msg("info", "job resumed", extra);
+    cv_metrics_store_resume();
 }
 
 /* Handles one claimed row. */
@@ -459,8 +467,10 @@ static void *dispatch_main(void *arg) {
             continue;
         }
         struct cv_store_job row;
+        double t0 = cv_now_ms();
         int st = cv_store_job_claim(cv_srv.store, cv_srv.owner, lease_ms, &row);
         if (st == CV_STORE_OK) {
+            cv_metrics_store_claim((cv_now_ms() - t0) / 1000.0);
             dispatch(&row);
             cv_store_job_free(&row);
             continue; /* maybe more */
@@ -474,12 +484,60 @@ static void *dispatch_main(void *arg) {
     return NULL;
 }
 
-/* Store notifications: a queued job wakes the dispatcher, a cancel reaches its runner. */
+/* ---- notifications ---------------------------------------------------------------------------
+ */
+
+static pthread_mutex_t note_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t note_cond; /* CLOCK_MONOTONIC, set up in cv_writer_start */
+static uint64_t note_gen;        /* guarded by note_mu */
+
+uint64_t cv_store_note_gen(void) {
+    pthread_mutex_lock(&note_mu);
+    uint64_t g = note_gen;
+    pthread_mutex_unlock(&note_mu);
+    return g;
+}
+
+void cv_store_note_wait(uint64_t gen, int ms) {
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += ms / 1000;
+    deadline.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&note_mu);
+    while (note_gen == gen)
+        if (pthread_cond_timedwait(&note_cond, &note_mu, &deadline) != 0)
+            break;
+    pthread_mutex_unlock(&note_mu);
+}
+
+/* Store notifications (this process's writes, and with postgres every replica's): a queued job
+ * wakes the dispatcher, a cancel reaches its runner here (a DELETE on another replica), events
+ * and state changes wake the readers that follow jobs not live here. Runs on the store's
+ * thread: quick, and no store calls. */
 static void on_note(void *user, enum cv_store_note note, const char *job_id, int64_t seq) {
     (void)user;
     (void)seq;
-    if (note == CV_STORE_NOTE_QUEUED)
+    if (note == CV_STORE_NOTE_QUEUED) {
         cv_dispatch_kick();
+        if (job_id != NULL)
+            return;
+        /* no id: the store may have missed notes (a reconnect): wake every reader too */
+    }
+    if (note == CV_STORE_NOTE_CANCEL && job_id != NULL) {
+        struct cv_job *job = cv_jobs_find(job_id);
+        if (job != NULL) {
+            cv_job_cancel(job);
+            cv_job_unref(job);
+        }
+    }
+    pthread_mutex_lock(&note_mu);
+    note_gen++;
+    pthread_cond_broadcast(&note_cond);
+    pthread_mutex_unlock(&note_mu);
 }
 
 int cv_writer_start(void) {
@@ -492,6 +550,7 @@ int cv_writer_start(void) {
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&kick_cond, &attr);
+    pthread_cond_init(&note_cond, &attr);
     pthread_condattr_destroy(&attr);
     cv_store_set_listener(cv_srv.store, on_note, NULL);
     if (pthread_create(&writer_thread, NULL, writer_main, NULL) != 0)
