@@ -15,6 +15,21 @@ Prints one JSON object. The machine is shared: the load average goes with the nu
 import json, os, re, signal, statistics, subprocess, sys, tempfile, threading, time
 import http.client
 
+if sys.argv[1] == "--follow":  # a follower process: "step monotonic_time" per step event
+    c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[2]), timeout=120)
+    c.request("GET", "/jobs/%s/events" % sys.argv[3])
+    r = c.getresponse()
+    out = []
+    while True:
+        line = r.readline()
+        if not line:
+            break
+        t = time.monotonic()
+        if line.startswith(b'{"event":"step"'):
+            out.append("%d %.6f" % (json.loads(line)["step"], t))
+    print("\n".join(out))
+    sys.exit(0)
+
 build, pg_url = sys.argv[1], sys.argv[2]
 convd = os.path.join(build, "server", "convd")
 load = os.path.join(build, "bench", "store-bench")
@@ -123,22 +138,21 @@ def main():
     b, pb = start(pg_url, "--lease", "5")
     res["pg_tiny_2"] = tiny([pa, pb])
     # follower latency: a steady training with report_every 1 on A; followers on A and B
-    body = train_body(128, 3000, 1)
+    body = train_body(128, 20000, 1)
     job = post(pa, body)
-    while psql("SELECT status FROM cv_jobs WHERE id = '%s'" % job) != "1":
+    while psql("SELECT status FROM cv_jobs WHERE id = '%s'" % job) == "0":
         time.sleep(0.01)
     owner_pid = int(psql("SELECT split_part(owner, ':', 2) FROM cv_jobs WHERE id = '%s'" % job))
     runner, other = (pa, pb) if owner_pid == a.pid else (pb, pa)
-    on_runner, on_other = [], []
-    t1 = threading.Thread(target=follow, args=(runner, job, on_runner))
-    t2 = threading.Thread(target=follow, args=(other, job, on_other))
-    t1.start(); t2.start(); t1.join(); t2.join()
-    seen = {}
-    for _, ev, t in on_runner:
-        if ev.get("event") == "step":
-            seen[ev["step"]] = t
-    lat = sorted((t - seen[ev["step"]]) * 1000 for _, ev, t in on_other
-                 if ev.get("event") == "step" and ev["step"] in seen)
+    # one process per follower (CLOCK_MONOTONIC is system-wide): no GIL between the two
+    fa = subprocess.Popen([sys.executable, __file__, "--follow", str(runner), job],
+                          stdout=subprocess.PIPE, text=True)
+    fb = subprocess.Popen([sys.executable, __file__, "--follow", str(other), job],
+                          stdout=subprocess.PIPE, text=True)
+    out_a, out_b = fa.communicate()[0], fb.communicate()[0]
+    seen = dict((int(l.split()[0]), float(l.split()[1])) for l in out_a.split("\n") if l)
+    lat = sorted((float(l.split()[1]) - seen[int(l.split()[0])]) * 1000
+                 for l in out_b.split("\n") if l and int(l.split()[0]) in seen)
     if lat:
         res["follower_latency_ms"] = {"n": len(lat), "p50": round(statistics.median(lat), 2),
                                       "p99": round(lat[int(0.99 * (len(lat) - 1))], 2)}

@@ -433,6 +433,9 @@ int cv_job_register(struct cv_job *job, bool queued) {
                                         job->events[n].len};
     if (!queued)
         job->attempt = 1;
+    /* Committed with the row: set now, because the dispatcher may claim, run and end the job
+     * before the insert call even returns here. */
+    job->written_seq = job->base_seq + (int64_t)n - 1;
     pthread_mutex_unlock(&job->mu);
     /* Listed before the insert, so the dispatcher that claims it finds this job, not a copy. */
     registry_add(job);
@@ -443,15 +446,12 @@ int cv_job_register(struct cv_job *job, bool queued) {
         registry_remove(job);
         pthread_mutex_lock(&job->mu);
         job->attempt = 0;
+        job->written_seq = job->base_seq - 1;
         pthread_mutex_unlock(&job->mu);
         return CV_EAGAIN;
     }
     pthread_mutex_lock(&job->mu);
-    /* The job may already have run and ended (the dispatcher claims it as soon as the insert
-     * commits): never move written_seq back. */
-    if (job->written_seq < job->base_seq + (int64_t)n - 1)
-        job->written_seq = job->base_seq + (int64_t)n - 1;
-    pthread_cond_broadcast(&job->cond);
+    pthread_cond_broadcast(&job->cond); /* readers may send the events written with the row */
     pthread_mutex_unlock(&job->mu);
     return CV_OK;
 }

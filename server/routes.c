@@ -500,8 +500,16 @@ static int handle_job_delete(struct MHD_Connection *conn, struct cv_req *req) {
             cv_store_job_free(&row);
             return cv_http_reply_store_error(conn, req, st);
         }
-        if (job != NULL)
+        if (job != NULL) {
             cv_job_cancel(job); /* running here: stops at its next step */
+            /* Claimed a moment ago and not started: the dispatcher ends it as soon as it has
+             * its attempt; wait for that (briefly) so the reply shows it cancelled. */
+            pthread_mutex_lock(&job->mu);
+            bool pending = !job->terminal && job->state == CV_JOB_STATE_QUEUED;
+            pthread_mutex_unlock(&job->mu);
+            if (pending)
+                cv_job_wait_terminal(job, 2000);
+        }
         if (job != NULL && st == CV_STORE_OK && after == CV_STORE_JOB_CANCELLED)
             cv_job_retire_cancelled(job, done);
         cv_job_unref(job);

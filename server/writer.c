@@ -37,6 +37,7 @@ static bool writer_kicked, dispatch_kicked, stopping;
 static pthread_t writer_thread, dispatch_thread;
 static bool started;
 static atomic_bool trim_wanted;
+static atomic_bool sweep_wanted; /* a job accepted here was claimed elsewhere: sweep now */
 /* Finished jobs in the store as far as this process knows (set at start, + each end, - each
  * deletion), so that retention after a job's end costs nothing while under --job-history. */
 static atomic_llong finished_count;
@@ -349,7 +350,7 @@ static void *writer_main(void *arg) {
             renew_all();
             last_renew = cv_now_ms();
         }
-        if (cv_now_ms() - last_sweep >= SWEEP_EVERY_MS) {
+        if (atomic_exchange(&sweep_wanted, false) || cv_now_ms() - last_sweep >= SWEEP_EVERY_MS) {
             cv_jobs_forget_taken();
             last_sweep = cv_now_ms();
         }
@@ -438,6 +439,12 @@ static void dispatch(struct cv_store_job *row) {
     pthread_mutex_lock(&job->mu);
     job->attempt = row->attempt;
     pthread_mutex_unlock(&job->mu);
+    if (atomic_load(&job->cancel)) {
+        /* DELETE came while the claim was under way: end it now, claimed and unstarted. */
+        cv_job_cancel(job);
+        cv_job_unref(job);
+        return;
+    }
     if (row->attempt > 1)
         prepare_resume(job, row);
     /* The pool may have filled up since the claim (a /train or /corr2d of a connection took
@@ -526,6 +533,22 @@ static void on_note(void *user, enum cv_store_note note, const char *job_id, int
         if (job_id != NULL)
             return;
         /* no id: the store may have missed notes (a reconnect): wake every reader too */
+    }
+    if (note == CV_STORE_NOTE_STATE && job_id != NULL) {
+        /* A job this process accepted may have been claimed (or ended) by another replica:
+         * let the writer look now rather than at its next sweep, so its readers move to the
+         * store at once. */
+        struct cv_job *job = cv_jobs_find(job_id);
+        if (job != NULL) {
+            pthread_mutex_lock(&job->mu);
+            bool waiting = job->attempt == 0 && !job->terminal;
+            pthread_mutex_unlock(&job->mu);
+            cv_job_unref(job);
+            if (waiting) {
+                atomic_store(&sweep_wanted, true);
+                cv_writer_kick();
+            }
+        }
     }
     if (note == CV_STORE_NOTE_CANCEL && job_id != NULL) {
         struct cv_job *job = cv_jobs_find(job_id);

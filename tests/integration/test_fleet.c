@@ -36,9 +36,11 @@ static const char seed_x[] = "[[1,1,0,0,0,0,1,1],[1,1,0,0,0,0,1,1],[1,1,0,0,0,0,
                              "[1,1,0,0,0,0,1,1],[1,1,0,0,0,0,1,1],[1,1,0,0,0,0,1,1]]";
 
 static void start_replica(int i) {
-    const char *args[] = {"--store", pg.conninfo, "--lease", LEASE,       "--checkpoint-every",
-                          "0.2",     "--workers", "2",       "--threads", "1",
-                          NULL};
+    /* --job-history: retention must not delete the jobs a test counts */
+    const char *args[] = {
+        "--store",       pg.conninfo, "--lease", LEASE,       "--checkpoint-every",
+        "0.2",           "--workers", "2",       "--threads", "1",
+        "--job-history", "100000",    NULL};
     ck_assert_msg(cv_daemon_start(&rep[i], args, NULL) == 0, "replica %d did not start", i);
 }
 

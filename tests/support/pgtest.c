@@ -239,8 +239,10 @@ int cv_pgtest_start(struct cv_pgtest *pg, const char *extra_conf) {
                         "the postgresql package (tools/test-packages.txt) or set CV_PG_BINDIR\n");
         return -1;
     }
-    const char *tmp = getenv("TMPDIR");
-    /* short: the socket path (<dir>/.s.PGSQL.5432) must fit in sun_path (107 bytes) */
+    /* /tmp, not $TMPDIR: the postgres user must reach the directory (a TMPDIR under /root
+       would not do), and the socket path (<dir>/.s.PGSQL.5432) must fit in sun_path (107
+       bytes). CV_PG_TMPDIR overrides. */
+    const char *tmp = getenv("CV_PG_TMPDIR");
     snprintf(pg->dir, sizeof pg->dir, "%s/cvpg-XXXXXX",
              tmp && *tmp && strlen(tmp) < 60 ? tmp : "/tmp");
     if (!mkdtemp(pg->dir)) {

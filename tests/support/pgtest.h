@@ -1,7 +1,8 @@
 /* Test support: a private PostgreSQL cluster for one test, started and stopped by the test.
  *
- * The cluster lives in a mkdtemp directory, listens only on a unix socket inside that directory
- * (listen_addresses = '', so two tests never compete for a TCP port), runs as the unprivileged
+ * The cluster lives in a mkdtemp directory under /tmp (or $CV_PG_TMPDIR), listens only on a
+ * unix socket inside that directory (listen_addresses = '', so two tests never compete for a
+ * TCP port), runs as the unprivileged
  * `postgres` user when the test runs as root (PostgreSQL refuses root), and has fsync off (the
  * tests here test crashes of convd and restarts of the server, never power loss).
  *
