@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# deploy/test.sh: builds convd's container image from this repository and tests it, then the compose
-# stack (2 replicas behind nginx), the Kubernetes manifests (offline) and the systemd unit.
+# deploy/test.sh: builds convd's container image from this repository and tests it alone and with its
+# SQLite store on a named volume, then the compose fleet (replicas on one PostgreSQL behind nginx: any
+# replica serves any job, a killed replica's training resumes on another, --scale, down + up), the
+# Kubernetes manifests (offline) and the systemd unit. docs/deploy.md lists the checks and their cost.
 # Runs as root on Debian 12 with no image registry: it installs what it needs with apt-get, makes the
 # debian:bookworm-slim base with debootstrap, starts its own dockerd (own socket, data root, bridge)
-# and removes every container, network and process it started when it ends, failed or not.
+# and removes every container, volume, network and process it started when it ends, failed or not.
 # Only loopback ports are published. Cached between runs under $CONVD_DEPLOY_WORK (base image, image
 # layers, npm packages); CONVD_DEPLOY_REFRESH=1 rebuilds the base image and builds without cache.
 # Last line: "deploy: N passed, N failed".
