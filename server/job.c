@@ -122,7 +122,12 @@ int cv_jobs_active(void) {
     return count;
 }
 
-void cv_job_view_locked(struct cv_job *job, struct cv_api_job_view *v, char times[3][40]) {
+const struct cv_api_job_meta *cv_job_meta(const struct cv_job *job) {
+    return job->kind == CV_JOB_KIND_TRAIN ? &job->train.meta : &job->corr2d.meta;
+}
+
+void cv_job_view_locked(struct cv_job *job, struct cv_api_job_view *v, char times[3][40],
+                        bool with_losses) {
     const double when[3] = {job->created_unix_ms, job->started_unix_ms, job->finished_unix_ms};
     const char *strs[3];
     for (int i = 0; i < 3; i++) {
@@ -142,11 +147,21 @@ void cv_job_view_locked(struct cv_job *job, struct cv_api_job_view *v, char time
         .step = job->kind == CV_JOB_KIND_TRAIN ? job->step : (job->terminal ? 1 : 0),
         .steps = job->kind == CV_JOB_KIND_TRAIN ? job->train.params.steps : 1,
         .loss = job->last_loss,
-        .elapsed_ms = job->terminal ? job->elapsed_ms : NAN,
-        .result_json = job->result_json,
+        .elapsed_ms = job->terminal                       ? job->elapsed_ms
+                      : job->state == CV_JOB_STATE_QUEUED ? NAN
+                                                          : cv_now_ms() - job->started_ms,
+        .steps_per_s = NAN,
+        .name = cv_job_meta(job)->name,
+        .labels_json = cv_job_meta(job)->labels_json,
+        .params_json = job->params_json,
+        .result_json = with_losses || job->result_brief_json == NULL ? job->result_json
+                                                                     : job->result_brief_json,
         .error_code = job->error_code,
         .error_detail = job->error_code ? job->error_detail : NULL,
     };
+    /* The rate over the steps done so far: what a client shows beside an ETA. */
+    if (job->kind == CV_JOB_KIND_TRAIN && job->step > 0 && v->elapsed_ms > 0)
+        v->steps_per_s = job->step / (v->elapsed_ms / 1000.0);
 }
 
 /* ---- lifetime ------------------------------------------------------------------------------ */
@@ -196,6 +211,18 @@ int cv_job_new(enum cv_job_kind kind, void *req, bool registered, struct cv_job 
     }
     job->kind = kind;
     job->registered = registered;
+    if (registered) {
+        job->params_json = kind == CV_JOB_KIND_TRAIN
+                               ? cv_api_train_params_dump(&job->train, NULL)
+                               : cv_api_corr2d_params_dump(&job->corr2d, NULL);
+        if (job->params_json == NULL) {
+            cv_api_corr2d_request_free(&job->corr2d);
+            cv_api_train_request_free(&job->train);
+            free(job->losses);
+            free(job);
+            return CV_ENOMEM;
+        }
+    }
     job->created_unix_ms = cv_now_unix_ms();
     job->last_loss = NAN;
     atomic_init(&job->refs, 1);
@@ -229,6 +256,8 @@ void cv_job_unref(struct cv_job *job) {
     free(job->events);
     free(job->losses);
     free(job->result_json);
+    free(job->result_brief_json);
+    free(job->params_json);
     cv_api_corr2d_request_free(&job->corr2d);
     cv_api_train_request_free(&job->train);
     pthread_mutex_destroy(&job->mu);
@@ -325,6 +354,7 @@ static void finish_unstarted_locked(struct cv_job *job) {
         if (job->registered)
             job->result_json = cv_api_train_reply_dump(&job->train, "cancelled", &job->result,
                                                        job->losses, 0, 0, NULL);
+        /* no steps: the brief result is the same text */
     } else {
         json = strdup("{\"event\":\"done\",\"status\":\"cancelled\"}");
     }
@@ -352,10 +382,18 @@ static bool begin_running(struct cv_job *job) {
  * under mu so that a reader never sees a terminal event without the result. */
 static void finish(struct cv_job *job, enum cv_job_state state, const char *type, char *json,
                    size_t len, char *result_json, const char *error_code, const char *detail) {
+    /* The resource leaves the losses out unless asked (?include=losses): a 42,000-step job's
+     * losses are half a megabyte. */
+    char *brief = NULL;
+    if (result_json != NULL && job->kind == CV_JOB_KIND_TRAIN && job->result.steps_done > 0)
+        brief = cv_api_train_reply_dump(
+            &job->train, state == CV_JOB_STATE_SUCCEEDED ? "succeeded" : "cancelled", &job->result,
+            NULL, job->result.steps_done, job->elapsed_ms, NULL);
     pthread_mutex_lock(&job->mu);
     job->state = state;
     job->finished_unix_ms = cv_now_unix_ms();
     job->result_json = result_json;
+    job->result_brief_json = brief;
     job->error_code = error_code;
     if (detail != NULL)
         snprintf(job->error_detail, sizeof job->error_detail, "%s", detail);
@@ -393,6 +431,18 @@ static bool on_step(const struct cv_train_step *s, void *user) {
     struct cv_job *job = ctx->job;
     const struct cv_train_request *r = &job->train;
     job->losses[s->step - 1] = s->loss;
+    char *warning = NULL;
+    size_t warning_len = 0;
+    if (s->step == 1)
+        job->first_loss = s->loss;
+    else if (!job->warned_rising && job->first_loss > 0 && s->loss > 1e3 * job->first_loss) {
+        /* Not an error (a loss may climb and recover), but never a silent 4.8e9. */
+        job->warned_rising = true;
+        warning = cv_api_event_warning_dump(
+            "loss_rising", s->step, s->loss, job->first_loss,
+            "the loss grew more than 1000x over its first value; the lr is probably too large",
+            &warning_len);
+    }
     bool last = s->step == s->steps || (r->params.has_stop_loss && s->loss <= r->params.stop_loss);
     char *json = NULL;
     size_t len = 0;
@@ -401,6 +451,8 @@ static bool on_step(const struct cv_train_step *s, void *user) {
     pthread_mutex_lock(&job->mu);
     job->step = s->step;
     job->last_loss = s->loss;
+    if (warning != NULL)
+        push_locked(job, "warning", warning, warning_len, false);
     if (json != NULL)
         push_locked(job, "step", json, len, false);
     pthread_mutex_unlock(&job->mu);

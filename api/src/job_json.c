@@ -53,6 +53,12 @@ static void put_view(struct cv__buf *b, const struct cv_api_job_view *v, bool wi
     cv__buf_put_str(b, v->id);
     cv__buf_puts(b, ",\"kind\":");
     cv__buf_put_str(b, v->kind);
+    cv__buf_puts(b, ",\"name\":");
+    cv__buf_put_str_or_null(b, v->name);
+    cv__buf_puts(b, ",\"labels\":");
+    cv__buf_puts(b, v->labels_json != NULL ? v->labels_json : "{}");
+    cv__buf_puts(b, ",\"params\":");
+    cv__buf_puts(b, v->params_json != NULL ? v->params_json : "null");
     cv__buf_puts(b, ",\"status\":");
     cv__buf_put_str(b, v->status);
     const struct {
@@ -74,6 +80,11 @@ static void put_view(struct cv__buf *b, const struct cv_api_job_view *v, bool wi
     cv__buf_put_f32(b, (float)v->loss);
     cv__buf_puts(b, ",\"elapsed_ms\":");
     cv__buf_put_ms(b, v->elapsed_ms);
+    cv__buf_puts(b, ",\"steps_per_s\":");
+    if (v->steps_per_s == v->steps_per_s) /* not NaN */
+        cv__buf_put_f64(b, round(v->steps_per_s * 10.0) / 10.0);
+    else
+        cv__buf_puts(b, "null");
     cv__buf_puts(b, ",\"links\":{\"self\":\"/jobs/");
     cv__buf_puts(b, v->id); /* ids are "j-" + hex: nothing to escape */
     cv__buf_puts(b, "\",\"events\":\"/jobs/");
