@@ -11,6 +11,7 @@ const app = {
   lastRun: null,        // {image, kernel: {spec, values, shape}, padding, stride, bias, output: {shape, data}}
   train: null,          // {losses: [[step, loss]], steps, status, job, controller, ...}
   pending: null,        // promise of the action the last button click started (the self-test awaits it)
+  perf: { slice: 0, render: 0, stopAt: 0 }, // longest stream-parsing slice and render (ms), for ?stalltest
   events: new EventTarget(),
 };
 const STORAGE_KEY = 'convd.token';
@@ -520,7 +521,7 @@ function renderOutput(out) {
  * ------------------------------------------------------------------------------------------- */
 function trainStatus(text, cls) { const s = $('#train-status'); s.textContent = text; s.className = 'status' + (cls ? ' ' + cls : ''); }
 
-/** Splits a byte stream into NDJSON objects. */
+/** Splits a byte stream into NDJSON objects (scanning each chunk once, not re-slicing the rest per line). */
 async function* ndjson(body) {
   const reader = body.getReader(), dec = new TextDecoder();
   let buf = '';
@@ -529,12 +530,13 @@ async function* ndjson(body) {
       const { value, done } = await reader.read();
       if (done) break;
       buf += dec.decode(value, { stream: true });
-      let nl;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl).trim();
-        buf = buf.slice(nl + 1);
+      let start = 0, nl;
+      while ((nl = buf.indexOf('\n', start)) >= 0) {
+        const line = buf.slice(start, nl).trim();
+        start = nl + 1;
         if (line) yield JSON.parse(line);
       }
+      buf = buf.slice(start);
     }
     if (buf.trim()) yield JSON.parse(buf);
   } finally {
@@ -542,12 +544,45 @@ async function* ndjson(body) {
   }
 }
 
+/* Rendering during a training never runs per event: events only change app.train, and one
+ * animation frame at a time draws what changed (status, the last lines of the log, the chart).
+ * At 200,000 steps a second, per-event DOM work (a forced layout for scrollTop was 3-5 ms) froze
+ * the tab for minutes. */
+const LOG_LINES = 200;
 function logLine(text) {
-  const log = $('#stream-log');
-  log.append(text + '\n');
-  while (log.childNodes.length > 300) log.firstChild.remove();
-  log.scrollTop = log.scrollHeight;
+  const tr = app.train;
+  if (!tr) return;
+  tr.log.push(text);
+  if (tr.log.length > 2 * LOG_LINES) tr.log.splice(0, tr.log.length - LOG_LINES);
+  tr.logDirty = true;
+  scheduleRender();
 }
+let renderPending = false;
+function scheduleRender() {
+  if (renderPending) return;
+  renderPending = true;
+  requestAnimationFrame(renderTrain);
+}
+function renderTrain() {
+  renderPending = false;
+  const tr = app.train;
+  if (!tr) return;
+  const t0 = performance.now();
+  if (tr.statusText !== tr.shownStatus) { trainStatus(tr.statusText, tr.statusClass); tr.shownStatus = tr.statusText; }
+  const log = $('#stream-log');
+  if (tr.logDirty && log.closest('details').open) { // a closed log costs nothing: it is filled when opened
+    log.textContent = tr.log.slice(-LOG_LINES).join('\n');
+    log.scrollTop = log.scrollHeight;
+    tr.logDirty = false;
+  }
+  drawLoss();
+  notify();
+  app.perf.render = Math.max(app.perf.render, performance.now() - t0);
+}
+/* Gives the event loop a turn (input, Stop, rendering) when the stream has been parsed for a while. */
+const yieldChannel = new MessageChannel(), yieldQueue = [];
+yieldChannel.port1.onmessage = () => { const r = yieldQueue.shift(); if (r) r(); };
+function yieldToLoop() { return new Promise((r) => { yieldQueue.push(r); yieldChannel.port2.postMessage(0); }); }
 
 /** The "Train" button. */
 async function startTrain() {
@@ -582,24 +617,36 @@ async function startTrain() {
 
   const controller = new AbortController();
   const tr = app.train = { losses: [], steps: typeof body.steps === 'number' ? body.steps : 0, status: 'starting',
-                           controller, job: null, lastIndex: -1, done: null, error: null, trueKernel: run.kernel };
+                           controller, job: null, lastIndex: -1, done: null, error: null, trueKernel: run.kernel,
+                           series: newSeries(), log: [], logDirty: false, statusText: 'starting…', statusClass: '', shownStatus: '' };
   $('#btn-train').disabled = true; $('#btn-stop').disabled = false;
   $('#train-result').hidden = true; $('#stream-log').textContent = '';
   trainStatus('starting…'); drawLoss(); notify();
   try {
     const resp = await request('POST', '/train', body, controller.signal);
     tr.job = resp.headers.get('X-Job-Id');
+    let slice = performance.now(), last = slice;
     for await (const ev of ndjson(resp.body)) {
+      const t = performance.now();
+      if (t - last > 2) slice = t; // the loop was idle (waiting for the network): a new slice of work
+      if (t - slice > 8) { app.perf.slice = Math.max(app.perf.slice, t - slice); await yieldToLoop(); slice = performance.now(); }
+      last = performance.now();
+      if (ev.event === 'heartbeat') continue;
       tr.lastIndex++;
       if (ev.event === 'step') logLine(`step ${ev.step}  loss ${ev.loss}`);
       else logLine(JSON.stringify(ev));
       if (ev.event === 'start') {
         tr.job = ev.job; tr.steps = ev.steps; tr.status = 'running'; tr.seed = ev.seed;
         trainStatus(`job ${ev.job} started: ${ev.steps} steps, ${ev.parameters} parameters, seed ${ev.seed}`);
+        tr.statusText = tr.shownStatus = $('#train-status').textContent;
       } else if (ev.event === 'step') {
         tr.losses.push([ev.step, ev.loss]);
-        trainStatus(`step ${ev.step} / ${tr.steps} · loss ${fmt(ev.loss)}`);
-        scheduleDraw();
+        addToSeries(tr.series, ev.step, ev.loss);
+        tr.statusText = `step ${ev.step} / ${tr.steps} · loss ${fmt(ev.loss)}` + (tr.warning ? ` · ${tr.warning}` : '');
+        continue; // drawn by the next animation frame
+      } else if (ev.event === 'warning') {
+        tr.warning = `warning: ${ev.code} (loss ${fmt(ev.loss)} at step ${ev.step}, first ${fmt(ev.first_loss)})`;
+        continue;
       } else if (ev.event === 'done') {
         tr.done = ev; tr.status = ev.status;
         trainStatus(`${ev.status}: ${ev.steps} steps, last loss ${fmt(ev.loss)}, final loss ${fmt(ev.final_loss)} (${fmt(ev.elapsed_ms)} ms)`,
@@ -611,12 +658,15 @@ async function startTrain() {
         showProblem('#train-error', { problem: { title: 'Training failed', code: ev.code, detail: ev.detail,
                                                   errors: ev.code === 'diverged' ? [{ pointer: '/lr', detail: 'try a smaller learning rate' }] : [] } }, 'train');
       }
-      notify();
+      tr.statusText = tr.shownStatus = $('#train-status').textContent;
+      scheduleRender();
     }
     if (!tr.done && !tr.error) { tr.status = 'cut'; trainStatus('the stream ended without a done event'); }
   } catch (e) {
     if (e.name === 'AbortError') {
+      app.perf.stoppedAt = performance.now();
       tr.status = 'stopped';
+      tr.statusText = tr.shownStatus = '';
       const at = tr.losses.length ? tr.losses[tr.losses.length - 1][0] : 0;
       trainStatus(`stopped at step ${at}; the daemon cancels the job…`);
       notify();
@@ -628,8 +678,9 @@ async function startTrain() {
     }
   } finally {
     $('#btn-train').disabled = false; $('#btn-stop').disabled = true;
-    drawLoss();
-    notify();
+    tr.statusText = tr.shownStatus = $('#train-status').textContent;
+    tr.logDirty = true;
+    renderTrain();
   }
   return tr;
 }
@@ -657,7 +708,10 @@ async function confirmCancelled(tr, at) {
 
 /** The "Stop" button: aborting the fetch closes the connection, and the daemon cancels the job. */
 function stopTrain() {
-  if (app.train && app.train.controller) app.train.controller.abort();
+  if (app.train && app.train.controller) {
+    app.perf.stopAt = performance.now();
+    app.train.controller.abort();
+  }
 }
 
 function showLearned(tr, ev) {
@@ -675,7 +729,32 @@ function showLearned(tr, ev) {
   $('#train-result').hidden = false;
 }
 
-/* Loss chart */
+/* Loss chart. The curve is drawn from a downsampled series: at most 4096 buckets, each with the
+ * range of steps it covers and the smallest and largest loss in it (and the smallest positive one, for
+ * the log scale), merged pairwise as the run grows; so a frame costs the same at 100 or 100,000 steps. */
+const SERIES_MAX = 4096;
+function newSeries() { return { size: 1, buckets: [] }; }
+function addToSeries(series, step, loss) {
+  const b = series.buckets, last = b[b.length - 1], pos = loss > 0 ? loss : Infinity;
+  if (last && last.n < series.size) {
+    last.s1 = step; last.n++; last.v = loss;
+    if (loss < last.lo) last.lo = loss;
+    if (loss > last.hi) last.hi = loss;
+    if (pos < last.pos) last.pos = pos;
+  } else {
+    b.push({ s0: step, s1: step, n: 1, lo: loss, hi: loss, pos, v: loss });
+  }
+  if (b.length > SERIES_MAX) {
+    const merged = [];
+    for (let i = 0; i < b.length; i += 2) {
+      const x = b[i], y = b[i + 1];
+      merged.push(y ? { s0: x.s0, s1: y.s1, n: x.n + y.n, lo: Math.min(x.lo, y.lo), hi: Math.max(x.hi, y.hi),
+                        pos: Math.min(x.pos, y.pos), v: y.v } : x);
+    }
+    series.buckets = merged;
+    series.size *= 2;
+  }
+}
 let drawPending = false;
 function scheduleDraw() {
   if (drawPending) return;
@@ -707,9 +786,15 @@ function drawLoss() {
     return;
   }
   const nSteps = Math.max(tr.steps || 0, pts[pts.length - 1][0], 2);
-  const usable = logScale ? pts.filter((p) => p[1] > 0) : pts;
-  const ys = usable.map((p) => logScale ? Math.log10(p[1]) : p[1]);
-  let lo = Math.min(...ys), hi = Math.max(...ys);
+  const buckets = tr.series ? tr.series.buckets : [];
+  let lo = Infinity, hi = -Infinity;
+  for (const b of buckets) {
+    const a = logScale ? b.pos : b.lo;
+    if (a < lo) lo = a;
+    if (b.hi > hi) hi = b.hi;
+  }
+  if (!(lo <= hi) || (logScale && !(hi > 0))) { lo = logScale ? 1 : 0; hi = logScale ? 10 : 1; }
+  if (logScale) { lo = Math.log10(lo); hi = Math.log10(hi); }
   if (!logScale) lo = Math.min(0, lo);
   if (hi - lo < 1e-12) { hi += logScale ? 0.5 : Math.abs(hi) * 0.1 || 1; lo -= logScale ? 0.5 : 0; }
   if (logScale) { lo = Math.floor(lo); hi = Math.ceil(hi); if (hi === lo) hi = lo + 1; }
@@ -733,18 +818,21 @@ function drawLoss() {
   }
   ctx.fillText('step', L + pw / 2, T + ph + 17);
   ctx.save(); ctx.translate(12, T + ph / 2); ctx.rotate(-Math.PI / 2); ctx.fillText(logScale ? 'loss (log)' : 'loss', 0, -6); ctx.restore();
-  // the curve: at most two points a pixel column (min and max of the column)
+  // the curve: at most two points a pixel column (min and max of the column), from the buckets
+  const val = (v) => logScale ? Math.log10(v) : v;
   ctx.strokeStyle = '#2457c5'; ctx.lineWidth = 1.6; ctx.beginPath();
   let first = true, col = -1, cmin = 0, cmax = 0;
   const flush = () => { if (col < 0) return; const a = Y(cmax), b = Y(cmin); if (first) { ctx.moveTo(col, a); first = false; } else ctx.lineTo(col, a); if (b !== a) ctx.lineTo(col, b); };
-  for (const p of usable) {
-    const x = Math.round(X(p[0])), v = logScale ? Math.log10(p[1]) : p[1];
-    if (x !== col) { flush(); col = x; cmin = cmax = v; } else { cmin = Math.min(cmin, v); cmax = Math.max(cmax, v); }
+  for (const bk of buckets) {
+    const blo = logScale ? bk.pos : bk.lo;
+    if (!(blo < Infinity)) continue;
+    const x = Math.round(X((bk.s0 + bk.s1) / 2)), vlo = val(blo), vhi = val(Math.max(bk.hi, blo));
+    if (x !== col) { flush(); col = x; cmin = vlo; cmax = vhi; } else { cmin = Math.min(cmin, vlo); cmax = Math.max(cmax, vhi); }
   }
   flush(); ctx.stroke();
-  if (usable.length <= 60) {
+  if (pts.length <= 60) {
     ctx.fillStyle = '#2457c5';
-    for (const p of usable) { ctx.beginPath(); ctx.arc(X(p[0]), Y(logScale ? Math.log10(p[1]) : p[1]), 2.5, 0, 2 * Math.PI); ctx.fill(); }
+    for (const p of pts) { if (logScale && !(p[1] > 0)) continue; ctx.beginPath(); ctx.arc(X(p[0]), Y(val(p[1])), 2.5, 0, 2 * Math.PI); ctx.fill(); }
   }
   const last = pts[pts.length - 1];
   c.setAttribute('aria-label', `Loss per training step: ${pts.length} steps, last step ${last[0]} loss ${fmt(last[1])}`);
@@ -787,6 +875,7 @@ function init() {
   on('#btn-train', 'click', startTrain);
   on('#btn-stop', 'click', stopTrain);
   on('#log-scale', 'change', drawLoss);
+  $('#stream-log').closest('details').addEventListener('toggle', () => { if (app.train) { app.train.logDirty = true; scheduleRender(); } });
   window.addEventListener('resize', scheduleDraw);
 
   // a first image to play with: a disc and a bar on black
@@ -797,6 +886,64 @@ function init() {
   drawLoss();
   reloadKernels();
   if (new URLSearchParams(location.search).has('selftest')) selftest();
+  if (new URLSearchParams(location.search).has('stalltest')) stalltest();
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Stall test (?stalltest=1): a 100,000-step training of the textbook example streamed into the page
+ * (every step reported), then Stop during a second one. The page's own work per task (stream
+ * parsing slices, renders) must stay under 100 ms, and Stop must take effect within 100 ms. The
+ * browser's Long Tasks (PerformanceObserver) and the longest gap between animation frames are
+ * reported too: on a loaded machine they include time the process waited for a CPU.
+ * ------------------------------------------------------------------------------------------- */
+async function stalltest() {
+  const out = $('#selftest'), lines = [];
+  let failed = 0;
+  out.hidden = false; out.textContent = 'RUNNING';
+  const check = (name, ok, info) => { if (!ok) failed++; lines.push((ok ? 'ok - ' : 'not ok - ') + name + (info ? ` (${info})` : '')); };
+  let longest = 0, frameGap = 0, lastFrame = 0, frames = true;
+  try {
+    new PerformanceObserver((list) => { for (const e of list.getEntries()) longest = Math.max(longest, e.duration); })
+      .observe({ type: 'longtask', buffered: true });
+  } catch (e) { lines.push('# no Long Tasks API: ' + e.message); }
+  const tick = (t) => { if (lastFrame) frameGap = Math.max(frameGap, t - lastFrame); lastFrame = t; if (frames) requestAnimationFrame(tick); };
+  try {
+    await app.kernelsLoaded;
+    loadSeedExample();
+    $('#kernel-select').value = 'edge';
+    await onKernelChange();
+    await runCorr2d();
+    $('#init-weight').value = '[[0.5,0.5]]';
+    $('#steps').value = '100000';
+    app.perf.slice = app.perf.render = 0;
+    requestAnimationFrame(tick);
+    const t0 = performance.now();
+    const tr = await startTrain();
+    const secs = (performance.now() - t0) / 1000;
+    frames = false;
+    check('100,000 steps streamed into the page', tr && tr.status === 'succeeded' && tr.losses.length === 100000,
+          tr ? `${tr.status}, ${tr.losses.length} steps in ${secs.toFixed(1)} s` : 'no training');
+    const own = Math.max(app.perf.slice, app.perf.render);
+    check('longest stall of the page\'s own work < 100 ms', own < 100,
+          `stream slice ${app.perf.slice.toFixed(1)} ms, render ${app.perf.render.toFixed(1)} ms`);
+    lines.push(`# longest long task ${longest.toFixed(0)} ms, longest gap between frames ${frameGap.toFixed(0)} ms`);
+    check('the chart shows every step', /100000 steps, last step 100000/.test($('#loss-canvas').getAttribute('aria-label')),
+          $('#loss-canvas').getAttribute('aria-label'));
+    check('the log is bounded', $('#stream-log').textContent.split('\n').length <= LOG_LINES);
+    // Stop during a second long training
+    const second = startTrain();
+    await new Promise((resolve) => { const h = () => { if (app.train.losses.length >= 5000 || app.train.status !== 'running' && app.train.status !== 'starting') { app.events.removeEventListener('update', h); resolve(); } }; app.events.addEventListener('update', h); });
+    app.perf.stoppedAt = 0;
+    stopTrain();
+    const tr2 = await second;
+    const reaction = app.perf.stoppedAt - app.perf.stopAt;
+    check('Stop takes effect within 100 ms', tr2.status === 'stopped' && reaction < 100 && tr2.losses.length < 100000,
+          `${tr2.status} after ${tr2.losses.length} steps, ${reaction.toFixed(1)} ms`);
+  } catch (e) {
+    check('stall test ran to the end', false, e && e.stack || e);
+  }
+  frames = false;
+  out.textContent = (failed ? `FAIL ${failed} checks failed` : 'PASS') + '\n' + lines.join('\n');
 }
 
 /* ---------------------------------------------------------------------------------------------
