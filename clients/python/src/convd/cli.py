@@ -265,8 +265,6 @@ def train_body(args: argparse.Namespace) -> Dict[str, Any]:
 
 def cmd_train(client: Client, args: argparse.Namespace) -> int:
     info = client.request("POST", "/jobs", _encode_body(train_body(args)))
-    if not sys.stdout.isatty() and not args.json:
-        print(f"job {info['id']}", file=sys.stderr)
     return follow(client, info["id"], args)
 
 
