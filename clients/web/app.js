@@ -479,7 +479,8 @@ async function runCorr2d() {
     const t0 = performance.now();
     const reply = await postJSON('/corr2d', body);
     const ms = performance.now() - t0, out = decodeTensor(reply.output);
-    app.lastRun = { input, kernel, padding: body.padding, stride: body.stride, bias, form, output: out };
+    app.lastRun = { input, kernel, padding: body.padding, stride: body.stride, bias, form, output: out, body };
+    for (const b of ['#btn-dl-out-png', '#btn-dl-out-npy', '#btn-curl-corr']) $(b).disabled = false;
     renderOutput(out);
     status.textContent = `done in ${ms.toFixed(0)} ms`; status.className = 'status ok';
     return out;
@@ -615,6 +616,10 @@ async function startTrain() {
   const seed = $('#seed').value.trim();
   if (seed) body.seed = /^\d+$/.test(seed) ? Number(seed) : seed;
 
+  app.lastTrainBody = body;
+  $('#btn-curl-train').disabled = false;
+  if (typeof body.steps === 'number') $('#log-scale').checked = body.steps > 1000; // long runs span decades: log by default
+  keepForOverlay(app.train);
   const controller = new AbortController();
   const tr = app.train = { losses: [], steps: typeof body.steps === 'number' ? body.steps : 0, status: 'starting',
                            controller, job: null, lastIndex: -1, done: null, error: null, trueKernel: run.kernel,
@@ -724,6 +729,7 @@ function showLearned(tr, ev) {
     diff = `, largest |learned − true| = ${fmt(m)}`;
     tr.maxDiff = m;
   }
+  tr.weight = wt;
   $('#train-summary').textContent = `${ev.status} after ${ev.steps} steps: final loss ${fmt(ev.final_loss)}` +
     (ev.bias !== null && ev.bias !== undefined ? `, bias ${Array.isArray(ev.bias) ? ev.bias.map(fmt).join(', ') : fmt(ev.bias)}` : '') + diff;
   $('#train-result').hidden = false;
@@ -820,7 +826,10 @@ function drawLoss() {
   ctx.save(); ctx.translate(12, T + ph / 2); ctx.rotate(-Math.PI / 2); ctx.fillText(logScale ? 'loss (log)' : 'loss', 0, -6); ctx.restore();
   // the curve: at most two points a pixel column (min and max of the column), from the buckets
   const val = (v) => logScale ? Math.log10(v) : v;
-  ctx.strokeStyle = '#2457c5'; ctx.lineWidth = 1.6; ctx.beginPath();
+  if ($('#overlay').checked) app.runs.forEach((run, i) => drawSeries(ctx, run.series.buckets, X, Y, val, logScale, OVERLAY_COLOURS[i % OVERLAY_COLOURS.length], 1));
+  const alpha = Number($('#smoothing').value) || 0;
+  if (alpha > 0) drawSmoothed(ctx, buckets, X, Y, val, logScale, alpha);
+  ctx.strokeStyle = alpha > 0 ? 'rgba(36,87,197,0.3)' : '#2457c5'; ctx.lineWidth = 1.6; ctx.beginPath();
   let first = true, col = -1, cmin = 0, cmax = 0;
   const flush = () => { if (col < 0) return; const a = Y(cmax), b = Y(cmin); if (first) { ctx.moveTo(col, a); first = false; } else ctx.lineTo(col, a); if (b !== a) ctx.lineTo(col, b); };
   for (const bk of buckets) {
@@ -836,6 +845,148 @@ function drawLoss() {
   }
   const last = pts[pts.length - 1];
   c.setAttribute('aria-label', `Loss per training step: ${pts.length} steps, last step ${last[0]} loss ${fmt(last[1])}`);
+}
+
+/* Earlier runs, drawn under the current one (the last five). */
+const OVERLAY_COLOURS = ['#c2410c', '#15803d', '#7e22ce', '#a16207', '#0e7490'];
+app.runs = [];
+function keepForOverlay(tr) {
+  if (!tr || !tr.series || !tr.series.buckets.length) return;
+  app.runs.push({ job: tr.job, series: tr.series });
+  if (app.runs.length > 5) app.runs.shift();
+}
+function drawSeries(ctx, buckets, X, Y, val, logScale, colour, width) {
+  ctx.save(); ctx.strokeStyle = colour; ctx.globalAlpha = 0.6; ctx.lineWidth = width; ctx.beginPath();
+  let first = true;
+  for (const b of buckets) {
+    const v = logScale ? b.pos : b.v;
+    if (!(v < Infinity) || (logScale && !(v > 0))) continue;
+    const x = X((b.s0 + b.s1) / 2), y = Y(val(v));
+    if (first) { ctx.moveTo(x, y); first = false; } else ctx.lineTo(x, y);
+  }
+  ctx.stroke(); ctx.restore();
+}
+/* An exponential moving average over the buckets' last values (alpha: the weight of the past). */
+function drawSmoothed(ctx, buckets, X, Y, val, logScale, alpha) {
+  ctx.save(); ctx.strokeStyle = '#2457c5'; ctx.lineWidth = 2; ctx.beginPath();
+  let first = true, ema = NaN;
+  for (const b of buckets) {
+    if (logScale && !(b.v > 0)) continue;
+    const v = val(b.v);
+    ema = Number.isNaN(ema) ? v : alpha * ema + (1 - alpha) * v;
+    const x = X((b.s0 + b.s1) / 2), y = Y(ema);
+    if (first) { ctx.moveTo(x, y); first = false; } else ctx.lineTo(x, y);
+  }
+  ctx.stroke(); ctx.restore();
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Downloads, copy as curl, following a job by id, saving a kernel by name
+ * ------------------------------------------------------------------------------------------- */
+function download(name, blob) {
+  const url = URL.createObjectURL(blob), a = document.createElement('a');
+  a.href = url; a.download = name; document.body.append(a); a.click(); a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+  app.lastDownload = { name, blob };
+}
+/* A NumPy .npy file (version 1.0, little-endian float32, C order) of data with shape. */
+function npyBlob(shape, data) {
+  let header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${shape.join(', ')}${shape.length === 1 ? ',' : ''}), }`;
+  const total = 10 + header.length + 1, pad = (64 - (total % 64)) % 64;
+  header += ' '.repeat(pad) + '\n';
+  const head = new Uint8Array(10 + header.length);
+  head.set([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0, header.length & 255, header.length >> 8]);
+  for (let i = 0; i < header.length; i++) head[10 + i] = header.charCodeAt(i);
+  const body = new DataView(new ArrayBuffer(data.length * 4));
+  for (let i = 0; i < data.length; i++) body.setFloat32(i * 4, data[i], true);
+  return new Blob([head, body.buffer], { type: 'application/octet-stream' });
+}
+function canvasBlob(canvas) { return new Promise((resolve) => canvas.toBlob(resolve, 'image/png')); }
+async function downloadOutputPng() { download('convd-output.png', await canvasBlob($('#output-canvas'))); }
+function downloadOutputNpy() { const o = app.lastRun.output; download('convd-output.npy', npyBlob(o.shape, o.data)); }
+function learnedKernel() {
+  const w = app.train && app.train.weight;
+  if (!w) throw new ProblemError({ title: 'No learned kernel', detail: 'train first' });
+  return w;
+}
+function downloadKernelJson() { const w = learnedKernel(); download('convd-kernel.json', new Blob([JSON.stringify(toNested(w.shape, w.data)) + '\n'], { type: 'application/json' })); }
+function downloadKernelNpy() { const w = learnedKernel(); download('convd-kernel.npy', npyBlob(w.shape, w.data)); }
+async function downloadLossPng() { download('convd-loss.png', await canvasBlob($('#loss-canvas'))); }
+function downloadLossCsv() {
+  const rows = ['step,loss'].concat((app.train ? app.train.losses : []).map((p) => `${p[0]},${p[1]}`));
+  download('convd-loss.csv', new Blob([rows.join('\n') + '\n'], { type: 'text/csv' }));
+}
+/* The last request as a curl command that works with curl 7.74 (no --json). */
+function curlFor(path, body) {
+  const q = (t) => "'" + t.replace(/'/g, "'\\''") + "'";
+  const token = localStorage.getItem(STORAGE_KEY);
+  return `curl -s${path === '/train' ? 'N' : ''} -H 'Content-Type: application/json'` +
+    (token ? ` -H ${q('Authorization: Bearer ' + token)}` : '') + ` -d ${q(JSON.stringify(body))} ${location.origin}${path}`;
+}
+async function copyCurl(path, body) {
+  const text = curlFor(path, body), box = $('#curl-text');
+  box.value = text; box.hidden = false;
+  try { await navigator.clipboard.writeText(text); } catch (e) { box.select(); } // shown either way
+  app.lastCurl = text;
+  return text;
+}
+/* Follows any job (started by curl, the CLI, or another page) by id: its events from the start. */
+async function followJob() {
+  const id = $('#follow-id').value.trim();
+  if (!/^j-[0-9a-f]{32}$/.test(id)) {
+    showProblem('#train-error', { problem: { title: 'Not a job id', detail: 'a job id is j- and 32 hex digits' } });
+    return null;
+  }
+  hideProblem('#train-error');
+  keepForOverlay(app.train);
+  const controller = new AbortController();
+  const tr = app.train = { losses: [], steps: 0, status: 'starting', controller, job: id, lastIndex: -1, done: null,
+                           error: null, trueKernel: {}, series: newSeries(), log: [], logDirty: false,
+                           statusText: `following ${id}…`, statusClass: '', shownStatus: '' };
+  $('#btn-stop').disabled = false;
+  scheduleRender();
+  try {
+    const resp = await request('GET', `/jobs/${id}/events`, undefined, controller.signal);
+    let slice = performance.now();
+    if (resp.status !== 204) for await (const ev of ndjson(resp.body)) {
+      if (performance.now() - slice > 8) { await yieldToLoop(); slice = performance.now(); }
+      if (ev.event === 'heartbeat') continue;
+      tr.lastIndex++;
+      logLine(ev.event === 'step' ? `step ${ev.step}  loss ${ev.loss}` : JSON.stringify(ev));
+      if (ev.event === 'start') { tr.steps = ev.steps; tr.status = 'running'; }
+      else if (ev.event === 'step') { tr.losses.push([ev.step, ev.loss]); addToSeries(tr.series, ev.step, ev.loss); tr.statusText = `job ${id}: step ${ev.step} / ${tr.steps} · loss ${fmt(ev.loss)}`; }
+      else if (ev.event === 'done') { tr.done = ev; tr.status = ev.status; tr.statusText = `job ${id} ${ev.status}: ${ev.steps} steps, final loss ${fmt(ev.final_loss)}`; showLearned(tr, ev); }
+      else if (ev.event === 'error') { tr.status = 'failed'; tr.error = ev; tr.statusText = `job ${id} failed: ${ev.code}`; }
+    }
+    if (!tr.done && !tr.error) { // finished before: the resource has the result
+      const job = await (await request('GET', `/jobs/${id}?include=losses`)).json();
+      tr.status = job.status; tr.steps = job.progress.steps;
+      if (job.result && job.result.losses) job.result.losses.forEach((l, i) => { tr.losses.push([i + 1, l]); addToSeries(tr.series, i + 1, l); });
+      tr.statusText = `job ${id} ${job.status}`;
+    }
+  } catch (e) {
+    if (e.name === 'AbortError') { tr.status = 'stopped'; tr.statusText = `stopped following ${id} (the job runs on)`; }
+    else { tr.status = 'failed'; showProblem('#train-error', e, 'train'); tr.statusText = 'could not follow the job'; }
+  } finally {
+    $('#btn-stop').disabled = true;
+    tr.logDirty = true;
+    renderTrain();
+  }
+  return tr;
+}
+async function saveKernel() {
+  const name = $('#kernel-name').value.trim(), tr = app.train, st = $('#save-status');
+  if (!tr || !tr.job || !tr.done) throw new ProblemError({ title: 'Nothing to save', detail: 'a finished training first' });
+  try {
+    const k = await postJSON('/kernels', { name, from_job: tr.job });
+    st.textContent = `saved as ${k.name}`; st.className = 'status ok';
+    reloadKernels();
+    return k;
+  } catch (e) {
+    st.textContent = 'not saved'; st.className = 'status';
+    showProblem('#train-error', e, 'train');
+    throw e;
+  }
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -875,6 +1026,18 @@ function init() {
   on('#btn-train', 'click', startTrain);
   on('#btn-stop', 'click', stopTrain);
   on('#log-scale', 'change', drawLoss);
+  on('#smoothing', 'input', scheduleDraw);
+  on('#overlay', 'change', scheduleDraw);
+  on('#btn-dl-out-png', 'click', downloadOutputPng);
+  on('#btn-dl-out-npy', 'click', downloadOutputNpy);
+  on('#btn-dl-kernel-json', 'click', downloadKernelJson);
+  on('#btn-dl-kernel-npy', 'click', downloadKernelNpy);
+  on('#btn-dl-loss-png', 'click', downloadLossPng);
+  on('#btn-dl-loss-csv', 'click', downloadLossCsv);
+  on('#btn-curl-corr', 'click', () => copyCurl('/corr2d', app.lastRun.body));
+  on('#btn-curl-train', 'click', () => copyCurl('/train', app.lastTrainBody));
+  on('#btn-follow', 'click', followJob);
+  on('#btn-save-kernel', 'click', saveKernel);
   $('#stream-log').closest('details').addEventListener('toggle', () => { if (app.train) { app.train.logDirty = true; scheduleRender(); } });
   window.addEventListener('resize', scheduleDraw);
 
@@ -1091,6 +1254,44 @@ async function selftest() {
     $('#log-scale').click();
     check('log scale toggles', $('#log-scale').checked && /last step 20/.test(lc.getAttribute('aria-label')));
     $('#log-scale').click();
+
+    // 7. downloads, copy as curl, save the kernel by name, follow the job by id, overlay, smoothing
+    const blobText = (b) => b.text();
+    await settle(click('#btn-dl-out-npy'));
+    const npy = app.lastDownload && new Uint8Array(await app.lastDownload.blob.arrayBuffer());
+    check('output as .npy', npy && app.lastDownload.name === 'convd-output.npy' && npy[0] === 0x93 &&
+          String.fromCharCode(...npy.slice(1, 6)) === 'NUMPY' && (npy.length - 10 - (npy[8] | npy[9] << 8)) === 6 * 7 * 4 &&
+          (10 + (npy[8] | npy[9] << 8)) % 64 === 0, npy && npy.length);
+    await settle(click('#btn-dl-out-png'));
+    check('output as .png', app.lastDownload.name === 'convd-output.png' && app.lastDownload.blob.type === 'image/png');
+    await settle(click('#btn-dl-kernel-json'));
+    const kj = JSON.parse(await blobText(app.lastDownload.blob));
+    check('learned kernel as .json', kj.length === 1 && Math.abs(kj[0][0] - 0.7756327) < 1e-5, JSON.stringify(kj));
+    await settle(click('#btn-dl-kernel-npy'));
+    check('learned kernel as .npy', app.lastDownload.blob.size === 128 + 8, app.lastDownload.blob.size);
+    await settle(click('#btn-dl-loss-csv'));
+    const csv = (await blobText(app.lastDownload.blob)).trim().split('\n');
+    check('loss curve as .csv', csv.length === 21 && csv[0] === 'step,loss' && csv[1] === '1,34.5', csv.slice(0, 2).join('|'));
+    await settle(click('#btn-dl-loss-png'));
+    check('loss curve as .png', app.lastDownload.blob.type === 'image/png');
+    await settle(click('#btn-curl-train'));
+    check('copy as curl', /^curl -sN -H 'Content-Type: application\/json'/.test(app.lastCurl) && !/--json/.test(app.lastCurl) &&
+          /\/train$/.test(app.lastCurl) && !$('#curl-text').hidden, app.lastCurl && app.lastCurl.slice(0, 80));
+    $('#kernel-name').value = 'selftest_edge';
+    const sk = await settle(click('#btn-save-kernel'));
+    await settle(app.kernelsLoaded);
+    check('save the learned kernel by name', sk.ok && /saved as selftest_edge/.test(text('#save-status')) &&
+          app.kernels.some((k) => k.name === 'selftest_edge'), sk.ok ? text('#save-status') : sk.e.message);
+    const trained = app.train.job;
+    $('#follow-id').value = trained;
+    const fj = await settle(click('#btn-follow'));
+    check('follow a job by id', fj.ok && app.train.job === trained && app.train.status === 'succeeded' && app.train.losses.length === 20,
+          fj.ok ? `${app.train.status} ${app.train.losses.length}` : fj.e.message);
+    check('earlier runs kept for the overlay', app.runs.length >= 1 && $('#overlay').checked);
+    type('#smoothing', '0.9', 'input');
+    drawLoss();
+    check('smoothing draws', /20 steps/.test(lc.getAttribute('aria-label')));
+    type('#smoothing', '0', 'input');
 
   } catch (e) {
     check('self-test ran to the end', false, e && e.stack || e);
