@@ -247,21 +247,47 @@ function matrixTable(shape, data, maxCells) {
 /* ---------------------------------------------------------------------------------------------
  * 1. The input image: draw, clear, upload, textbook example
  * ------------------------------------------------------------------------------------------- */
-function setImage(h, w, data, source) {
-  app.image = { h, w, data };
+function setImage(h, w, data, source, c) {
+  app.image = { h, w, c: c || 1, data };
+  clearOutput(); // a result of another image is stale
   if (source !== app.source) suggestTraining(source);
   app.source = source;
   renderImage();
   notify();
 }
+/* Clears the output of an earlier corr2d (and what depends on it) when the input changes. */
+function clearOutput() {
+  if (!app.lastRun) return;
+  app.lastRun = null;
+  $('#output-canvas').hidden = true; $('#legend').hidden = true;
+  $('#output-info').textContent = 'Run corr2d to see the output.';
+  $('#output-values').replaceChildren();
+  for (const b of ['#btn-dl-out-png', '#btn-dl-out-npy', '#btn-curl-corr']) $(b).disabled = true;
+}
+/* Paints a (3,H,W) tensor as colour, mapping lo..hi to 0..255. */
+function paintRGB(canvas, h, w, data, lo, hi) {
+  if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
+  const ctx = canvas.getContext('2d'), img = ctx.createImageData(w, h), n = h * w, k = hi > lo ? 255 / (hi - lo) : 0;
+  for (let i = 0; i < n; i++) {
+    for (let ch = 0; ch < 3; ch++) img.data[4 * i + ch] = Math.round((data[ch * n + i] - lo) * k);
+    img.data[4 * i + 3] = 255;
+  }
+  ctx.putImageData(img, 0, 0);
+}
+/* The CSS size that shows an h x w image at the input's scale, so input and output line up. */
+function inputScaleBox(h, w) {
+  const img = app.image, s = Math.min(256 / img.w, 256 / img.h);
+  return Math.max(h, w) * (s >= 1 ? Math.floor(s) : s);
+}
 function renderImage() {
   const { h, w, data } = app.image, c = $('#input-canvas');
-  paintCanvas(c, h, w, data, { at: (v) => { const g = Math.round(Math.max(0, Math.min(1, v)) * 255); return [g, g, g]; } });
+  if (app.image.c === 3) paintRGB(c, h, w, data, 0, 1);
+  else paintCanvas(c, h, w, data, { at: (v) => { const g = Math.round(Math.max(0, Math.min(1, v)) * 255); return [g, g, g]; } });
   fitCanvas(c, h, w, 256);
   const [lo, hi] = minMax(data);
   const what = { canvas: 'drawn', 'canvas-edit': 'edited', upload: 'uploaded', example: "the textbook's example" }[app.source] || '';
   $('#input-info').innerHTML = '';
-  $('#input-info').append(`${what} image `, Object.assign(document.createElement('b'), { textContent: `${h} × ${w}` }),
+  $('#input-info').append(`${what} ${app.image.c === 3 ? 'RGB ' : ''}image `, Object.assign(document.createElement('b'), { textContent: `${h} × ${w}` }),
                           `, values ${fmt(lo)} … ${fmt(hi)}`);
 }
 function blankImage(n) { return new Float32Array(n * n); }
@@ -283,7 +309,8 @@ function paintAt(x, y) {
     for (let j = Math.floor(x - r); j <= Math.ceil(x + r); j++) {
       if (i < 0 || j < 0 || i >= img.h || j >= img.w) continue;
       const dy = i + 0.5 - y, dx = j + 0.5 - x;
-      if (dx * dx + dy * dy <= r * r || (size === 1 && i === Math.floor(y) && j === Math.floor(x))) img.data[i * img.w + j] = v;
+      if (dx * dx + dy * dy <= r * r || (size === 1 && i === Math.floor(y) && j === Math.floor(x)))
+        for (let ch = 0; ch < img.c; ch++) img.data[ch * img.h * img.w + i * img.w + j] = v;
     }
   }
 }
@@ -317,7 +344,8 @@ async function loadImageFile(file) {
     let bitmap;
     try { bitmap = await createImageBitmap(file); }
     catch (e) { throw new Error(`"${file.name || 'file'}" is not an image this browser can decode`); }
-    const s = Math.min(1, 128 / Math.max(bitmap.width, bitmap.height));
+    const limit = parseInt($('#upload-max').value, 10) || 128, rgb = $('#upload-mode').value === 'rgb';
+    const s = Math.min(1, limit / Math.max(bitmap.width, bitmap.height));
     const w = Math.max(1, Math.round(bitmap.width * s)), h = Math.max(1, Math.round(bitmap.height * s));
     const c = document.createElement('canvas');
     c.width = w; c.height = h;
@@ -325,8 +353,15 @@ async function loadImageFile(file) {
     ctx.fillStyle = '#fff'; ctx.fillRect(0, 0, w, h);
     ctx.imageSmoothingEnabled = true; ctx.imageSmoothingQuality = 'high';
     ctx.drawImage(bitmap, 0, 0, w, h);
-    const px = ctx.getImageData(0, 0, w, h).data, data = new Float32Array(w * h);
-    for (let i = 0; i < w * h; i++)
+    const px = ctx.getImageData(0, 0, w, h).data, n = w * h;
+    if (rgb) { // (3, H, W): channel planes
+      const data = new Float32Array(3 * n);
+      for (let i = 0; i < n; i++) for (let ch = 0; ch < 3; ch++) data[ch * n + i] = px[4 * i + ch] / 255;
+      setImage(h, w, data, 'upload', 3);
+      return { h, w, c: 3 };
+    }
+    const data = new Float32Array(n);
+    for (let i = 0; i < n; i++)
       data[i] = Math.round((0.299 * px[4 * i] + 0.587 * px[4 * i + 1] + 0.114 * px[4 * i + 2]) / 255 * 1000) / 1000;
     setImage(h, w, data, 'upload');
     return { h, w };
@@ -471,8 +506,9 @@ async function runCorr2d() {
     const img = app.image, form = $('#tensor-form').value;
     const kernel = await resolveKernel();
     showKernel(kernel.data ? kernel : { note: kernel.note });
-    const input = { h: img.h, w: img.w, data: Float32Array.from(img.data) };
-    const body = { input: encodeTensor([img.h, img.w], input.data, form), kernel: kernel.spec,
+    const input = { h: img.h, w: img.w, c: img.c, data: Float32Array.from(img.data) };
+    const shape = img.c === 3 ? [3, img.h, img.w] : [img.h, img.w];
+    const body = { input: encodeTensor(shape, input.data, form), kernel: kernel.spec,
                    padding: parsePair($('#padding').value, true), stride: parsePair($('#stride').value, false) };
     const bias = parseNumber($('#corr-bias').value);
     if (bias !== 0) body.bias = bias;
@@ -497,8 +533,9 @@ async function runCorr2d() {
 function renderOutput(out) {
   const [h, w] = out.shape.slice(-2), [lo, hi] = minMax(out.data), cmap = colourMap(lo, hi);
   const c = $('#output-canvas');
-  paintCanvas(c, h, w, out.data, cmap);
-  fitCanvas(c, h, w, 240);
+  if (out.shape.length === 3 && out.shape[0] === 3) paintRGB(c, h, w, out.data, lo, hi); // per-channel output of an RGB input
+  else paintCanvas(c, h, w, out.data, cmap);
+  fitCanvas(c, h, w, inputScaleBox(h, w));
   c.hidden = false;
   // legend
   const lg = $('#legend-canvas'), lctx = lg.getContext('2d');
@@ -599,7 +636,7 @@ async function startTrain() {
   }
   const form = $('#tensor-form').value;
   const body = {
-    input: encodeTensor([run.input.h, run.input.w], run.input.data, form),
+    input: encodeTensor(run.input.c === 3 ? [3, run.input.h, run.input.w] : [run.input.h, run.input.w], run.input.data, form),
     target: encodeTensor(run.output.shape, run.output.data, form),
     kernel_size: run.kernel.shape.slice(-2),
     bias: $('#train-bias').checked,
@@ -1158,6 +1195,24 @@ async function selftest() {
     const up = await settle(fire('#file', 'change'));
     check('upload downscaled to 128 x 85 grayscale', up.ok && app.image.w === 128 && app.image.h === 85 &&
           app.image.data[0] === 0 && app.image.data[127] === 1, up.ok ? `${app.image.h}x${app.image.w}` : up.e.message);
+    {
+      const rgbCanvas = document.createElement('canvas'); rgbCanvas.width = 1024; rgbCanvas.height = 600;
+      const rc = rgbCanvas.getContext('2d'); rc.fillStyle = '#ff0000'; rc.fillRect(0, 0, 1024, 600); rc.fillStyle = '#0000ff'; rc.fillRect(512, 0, 512, 600);
+      const rgbFile = new File([await new Promise((res) => rgbCanvas.toBlob(res, 'image/png'))], 'rgb.png', { type: 'image/png' });
+      $('#upload-mode').value = 'rgb'; $('#upload-max').value = '512';
+      const ru = await settle(loadImageFile(rgbFile));
+      const im = app.image, n = im.h * im.w;
+      check('RGB upload up to 512 px as (3,H,W)', ru.ok && im.c === 3 && im.w === 512 && im.h === 300 && im.data.length === 3 * n &&
+            im.data[0] === 1 && im.data[n] === 0 && im.data[2 * n + 511] === 1, ru.ok ? `${im.c}x${im.h}x${im.w}` : ru.e.message);
+      await settle(type('#kernel-select', 'sobel_x', 'change'));
+      $('#padding').value = 'same';
+      const rr = await settle(click('#btn-run'));
+      check('corr2d on RGB gives 3 channels drawn at the input scale', rr.ok && app.lastRun.output.shape.join('x') === '3x300x512' &&
+            $('#output-canvas').style.width === $('#input-canvas').style.width, rr.ok ? app.lastRun.output.shape.join('x') : rr.e.message);
+      $('#upload-mode').value = 'gray'; $('#upload-max').value = '128'; $('#padding').value = '0';
+      await settle(loadImageFile(file));
+      check('a new input clears the stale output', $('#output-canvas').hidden && app.lastRun === null);
+    }
     check('upload suggests adam/mse', $('#optimizer').value === 'adam' && $('#loss').value === 'mse');
     const bad = new DataTransfer(); bad.items.add(new File(['not an image'], 'x.png', { type: 'image/png' })); $('#file').files = bad.files;
     const up2 = await settle(fire('#file', 'change'));
