@@ -10,6 +10,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -222,18 +223,20 @@ class BusyTests(unittest.TestCase):
 
     def test_quiet_stream_outlives_the_read_timeout(self):
         """A job queued behind a long one is silent for longer than the client's timeout: heartbeats keep it."""
-        c = Client(self.d.url, timeout=0.5)  # connect and reply timeout; streams have none between events
-        blocker = Client(self.d.url, timeout=60).train(**long_training())
-        small = c.train(SEED["input"], SEED["target"], **SEED_OPTS)
-        timer = threading.Timer(2.0, blocker.cancel)  # 4x the read timeout of quiet first
+        steady = Client(self.d.url, timeout=60)
+        blocker = steady.train(**long_training())
+        small = steady.train(SEED["input"], SEED["target"], **SEED_OPTS)
+        c = Client(self.d.url, timeout=1.0)  # connect and reply timeout; streams have none between events
+        timer = threading.Timer(4.0, blocker.cancel)  # 4x the read timeout of quiet first
         timer.start()
         try:
             t0 = time.monotonic()
-            events = [e["event"] for e in small.events()]
-            self.assertGreater(time.monotonic() - t0, 1.0)
+            events = [e["event"] for e in c.events(small.id)]
+            self.assertGreater(time.monotonic() - t0, 2.0)
         finally:
             timer.cancel()
             blocker.cancel()
+            steady.close()
         self.assertEqual((events[0], events[-1]), ("start", "done"))
         c.close()
 
@@ -355,6 +358,31 @@ class CliTests(Base):
         r = self.cli("cancel", long_id)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertRegex(r.stdout, f"{long_id} (cancelling|cancelled)")
+
+    def test_ctrl_c_cancels_on_the_server(self):
+        tag = f"sigint{os.getpid()}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONVD_")}
+        proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "clients", "cli", "convd-cli"), "--url", self.d.url,
+                                 "train", "@" + self._long_body(), "--label", f"t={tag}"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            deadline = time.monotonic() + 60
+            jobs = []
+            while time.monotonic() < deadline and not jobs:
+                jobs = [j for j in self.c.jobs(label=f"t={tag}") if j.status == "running"]
+                time.sleep(0.05)
+            self.assertTrue(jobs, "the CLI's job never ran")
+            time.sleep(1.0)  # the CLI has its reply (sent before the job could run) and follows the events
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self.assertEqual(proc.returncode, 130, err)
+        self.assertNotIn("Traceback", err)
+        self.assertIn(f"cancelled {jobs[0].id}", err)
+        self.assertIn(self.c.job(jobs[0].id).status, ("cancelling", "cancelled"))
 
     def _long_body(self):
         path = self.path("long.json")
