@@ -4,8 +4,8 @@
  * MHD runs one thread per connection (MHD_USE_THREAD_PER_CONNECTION), so handlers and stream
  * readers may block on a job's condition variable; see notes/api.md §5 for why. */
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <poll.h>
@@ -14,8 +14,8 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
-#include <sys/stat.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "server.h"

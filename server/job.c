@@ -325,18 +325,6 @@ static struct cv_job *job_alloc(enum cv_job_kind kind, bool registered) {
     job->kind = kind;
     job->registered = registered;
     job->resumable = registered;
-    if (registered) {
-        job->params_json = kind == CV_JOB_KIND_TRAIN
-                               ? cv_api_train_params_dump(&job->train, NULL)
-                               : cv_api_corr2d_params_dump(&job->corr2d, NULL);
-        if (job->params_json == NULL) {
-            cv_api_corr2d_request_free(&job->corr2d);
-            cv_api_train_request_free(&job->train);
-            free(job->losses);
-            free(job);
-            return CV_ENOMEM;
-        }
-    }
     job->created_unix_ms = cv_now_unix_ms();
     job->last_loss = NAN;
     job->written_seq = -1;
@@ -357,7 +345,7 @@ static struct cv_job *job_alloc(enum cv_job_kind kind, bool registered) {
     return job;
 }
 
-/* Takes ownership of the request; false when the losses array cannot be allocated. */
+/* Takes ownership of the request; false when out of memory (the job's destroy frees it). */
 static bool job_take_request(struct cv_job *job, void *req) {
     if (job->kind == CV_JOB_KIND_TRAIN) {
         struct cv_train_request *tr = req;
@@ -371,7 +359,12 @@ static bool job_take_request(struct cv_job *job, void *req) {
         job->corr2d = *cr;
         memset(cr, 0, sizeof *cr);
     }
-    return true;
+    /* The settings a listed job shows as "params", fixed from now on. */
+    if (job->registered)
+        job->params_json = job->kind == CV_JOB_KIND_TRAIN
+                               ? cv_api_train_params_dump(&job->train, NULL)
+                               : cv_api_corr2d_params_dump(&job->corr2d, NULL);
+    return !job->registered || job->params_json != NULL;
 }
 
 static void job_destroy(struct cv_job *job) {

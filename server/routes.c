@@ -461,7 +461,7 @@ static int handle_job_list(struct MHD_Connection *conn, struct cv_req *req) {
         [CV_JOB_STATE_CANCELLING] = CV_STORE_JOB_RUNNING,
         [CV_JOB_STATE_CANCELLED] = CV_STORE_JOB_CANCELLED,
     };
-    struct cv_store_query q = {.status = state < 0 ? -1 : to_store[state], 
+    struct cv_store_query q = {.status = state < 0 ? -1 : to_store[state],
                                /* with a label filter the limit applies to the matches */
                                .limit = lq.n > 0 ? JOBS_LIST_MAX : (size_t)limit};
     struct cv_store_job *rows = NULL;

@@ -219,10 +219,9 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
             deadline.tv_sec++;
             deadline.tv_nsec -= 1000000000L;
         }
-        if (pthread_cond_timedwait(&job->cond, &job->mu, &deadline) == 0) {
-            pthread_mutex_unlock(&job->mu);
-            continue;
-        }
+        /* Woken or timed out alike: a running job's progress commits wake readers without a
+         * new event, so the heartbeat and the disconnect check come after every wait. */
+        pthread_cond_timedwait(&job->cond, &job->mu, &deadline);
         pthread_mutex_unlock(&job->mu);
         ssize_t q = quiet(s, buf, max);
         if (q != 0)

@@ -162,8 +162,7 @@ int cv_api_result_weight(const char *result_json, size_t len, const struct cv_ap
         char *text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
         struct cv_api_kernel_save k;
         struct cv_api_error err;
-        if (text != NULL &&
-            cv_api_kernel_save_parse(text, strlen(text), lim, &k, &err) == CV_OK) {
+        if (text != NULL && cv_api_kernel_save_parse(text, strlen(text), lim, &k, &err) == CV_OK) {
             *out = k.weight;
             *rank = k.rank;
             k.weight = (struct cv_tensor){0};

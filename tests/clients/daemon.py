@@ -38,6 +38,7 @@ class Daemon:
 
     def __init__(self, *args, env_extra=None, listen="127.0.0.1:0", wait=True):
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONVD_")}
+        env["CONVD_STORE"] = "memory"  # each daemon its own jobs, not ./convd-data shared by all
         env.update(env_extra or {})
         self.dir = tempfile.mkdtemp(prefix="convd-test-")
         self.log_path = os.path.join(self.dir, "log")

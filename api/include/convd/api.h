@@ -223,7 +223,7 @@ struct cv_api_job_view {
     const char *labels_json; /* JSON object text, NULL when none (written as {}) */
     const char *params_json; /* JSON object text, NULL when none */
     const char *result_json;
-    bool omit_losses;        /* the result is written without its "losses" member */
+    bool omit_losses;                      /* the result is written without its "losses" member */
     const char *error_code, *error_detail; /* "error": {"code","detail"} when code is set */
     int32_t attempt;                       /* runs so far: 1 for the first, 2 after a resume */
 };
