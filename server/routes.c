@@ -246,11 +246,12 @@ static int handle_train(struct MHD_Connection *conn, struct cv_req *req) {
 
 static int handle_kernels(struct MHD_Connection *conn, struct cv_req *req) {
     size_t len = 0;
-    char *body = cv_kreg_list_dump(&len);
-    int ret = body ? cv_http_reply(conn, req, 200, "application/json", body, len)
-                   : cv_http_reply_status(conn, req, CV_ENOMEM);
-    free(body);
-    return ret;
+    char *body = NULL;
+    int rc = cv_kreg_list_dump(&body, &len);
+    if (rc != CV_OK)
+        return rc == CV_EAGAIN ? cv_http_reply_store_error(conn, req, CV_STORE_UNAVAILABLE)
+                               : cv_http_reply_status(conn, req, rc);
+    return cv_http_reply_take(conn, req, 200, "application/json", body, len);
 }
 
 static int handle_healthz(struct MHD_Connection *conn, struct cv_req *req) {
@@ -768,13 +769,16 @@ static int handle_kernel_save(struct MHD_Connection *conn, struct cv_req *req) {
                          "256 kernels are saved already; DELETE /kernels/{name} one first");
         return cv_http_reply_problem(conn, req, &err);
     }
-    if (rc != CV_OK)
-        return cv_http_reply_status(conn, req, rc);
-    bool found;
+    bool found = false;
     size_t len = 0;
-    char *body = cv_kreg_dump(name, &len, &found);
-    if (body == NULL)
-        return cv_http_reply_status(conn, req, CV_ENOMEM);
+    char *body = NULL;
+    if (rc == CV_OK)
+        rc = cv_kreg_dump(name, &body, &len, &found);
+    if (rc == CV_OK && !found) /* deleted meanwhile (another request or replica) */
+        rc = CV_EAGAIN;
+    if (rc != CV_OK)
+        return rc == CV_EAGAIN ? cv_http_reply_store_error(conn, req, CV_STORE_UNAVAILABLE)
+                               : cv_http_reply_status(conn, req, rc);
     char location[96];
     snprintf(location, sizeof location, "/kernels/%s", name);
     snprintf(req->location, sizeof req->location, "%s", location);
@@ -785,8 +789,12 @@ static int handle_kernel_get(struct MHD_Connection *conn, struct cv_req *req) {
     bool found;
     size_t len = 0;
     char *body = cv_api_builtin_kernel_dump(req->path_id, &len, &found);
-    if (!found)
-        body = cv_kreg_dump(req->path_id, &len, &found);
+    if (!found) {
+        int rc = cv_kreg_dump(req->path_id, &body, &len, &found);
+        if (rc != CV_OK)
+            return rc == CV_EAGAIN ? cv_http_reply_store_error(conn, req, CV_STORE_UNAVAILABLE)
+                                   : cv_http_reply_status(conn, req, rc);
+    }
     if (!found)
         return reply_not_found_kernel(conn, req);
     return body ? cv_http_reply_take(conn, req, 200, "application/json", body, len)
@@ -802,7 +810,10 @@ static int handle_kernel_delete(struct MHD_Connection *conn, struct cv_req *req)
                          "\"%s\" is a built-in kernel and cannot be deleted", req->path_id);
         return cv_http_reply_problem(conn, req, &err);
     }
-    if (!cv_kreg_delete(req->path_id))
+    bool found = false;
+    if (cv_kreg_delete(req->path_id, &found) != CV_OK)
+        return cv_http_reply_store_error(conn, req, CV_STORE_UNAVAILABLE);
+    if (!found)
         return reply_not_found_kernel(conn, req);
     return cv_http_reply(conn, req, 204, "application/json", "", 0);
 }

@@ -315,28 +315,33 @@ void cv_job_view_locked(struct cv_job *job, struct cv_api_job_view *v, char time
 /* The job's "name" and "labels" (JSON text) as given at submission; NULL when none. */
 const struct cv_api_job_meta *cv_job_meta(const struct cv_job *job);
 
-/* ---- kreg.c: users' named kernels (in memory; the store's kernels table later) ---------- */
+/* ---- kreg.c: users' named kernels, kept in the store's kernels table ---------------------- */
 
-/* Installs the registry as the api layer's kernel resolver. Call once before serving. */
+/* Installs the registry as the api layer's kernel resolver. Call once before serving (after
+ * cv_srv.store is open). Every function below reads or writes cv_srv.store; a failed store call
+ * is logged and returns CV_EAGAIN (answer 503 store_unavailable) or CV_ENOMEM. */
 void cv_kreg_init(void);
 
 /* Saves a copy of weight (rank as written) under name, replacing a saved kernel of that name
- * (*replaced). source is the job id it came from, or NULL. Returns CV_OK, CV_ENOMEM, or
- * CV_ETOOBIG when 256 kernels are saved already. */
+ * (*replaced). source is the job id it came from, or NULL. Returns CV_OK, CV_ENOMEM, CV_EAGAIN
+ * (store unavailable), or CV_ETOOBIG when 256 kernels are saved already. */
 int cv_kreg_put(const char *name, const struct cv_tensor *weight, int rank, const char *source,
                 bool *replaced);
 
-/* Copies the kernel named name into *out (caller frees) with its rank. False when none. */
+/* Copies the kernel named name into *out (caller frees) with its rank. False when none, or when
+ * the store failed (logged). */
 bool cv_kreg_get(const char *name, struct cv_tensor *out, int *rank);
 
-/* Deletes a saved kernel. False when there was none. */
-bool cv_kreg_delete(const char *name);
+/* Deletes a saved kernel (*found false when there was none). Returns CV_OK or CV_EAGAIN. */
+int cv_kreg_delete(const char *name, bool *found);
 
-/* GET /kernels: built-in and saved kernels (caller free()s); NULL when out of memory. */
-char *cv_kreg_list_dump(size_t *len);
+/* GET /kernels: built-in and saved kernels into *body (caller free()s). Returns CV_OK,
+ * CV_ENOMEM or CV_EAGAIN (then *body is NULL). */
+int cv_kreg_list_dump(char **body, size_t *len);
 
-/* One saved kernel (caller free()s); *found false (and NULL) when there is none. */
-char *cv_kreg_dump(const char *name, size_t *len, bool *found);
+/* One saved kernel into *body (caller free()s); *found false (and *body NULL) when there is
+ * none. Returns CV_OK, CV_ENOMEM or CV_EAGAIN. */
+int cv_kreg_dump(const char *name, char **body, size_t *len, bool *found);
 
 /* Fills a view of a stored job row (borrowed: the row must outlive the view). */
 /* with_losses: the result keeps every step's loss (?include=losses). */

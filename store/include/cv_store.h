@@ -332,7 +332,7 @@ int cv_store_retain(struct cv_store *s, int64_t keep, int64_t max_age_ms, int ba
 /* ---- named kernels (issue 13) ------------------------------------------------------------ */
 
 struct cv_store_kernel {
-    char name[64];
+    char name[65]; /* 1..64 bytes, as the HTTP API allows */
     int64_t created_ms;
     char *meta_json;     /* JSON object (e.g. {"from_job":"j-..."}), or NULL */
     unsigned char *blob; /* the tensor(s), codec-encoded; NULL in lists */
@@ -345,7 +345,7 @@ void cv_store_kernel_free(struct cv_store_kernel *k);
 /* Releases n kernel records and the array; NULL-safe. */
 void cv_store_kernels_free(struct cv_store_kernel *k, size_t n);
 
-/* Saves blob under name (1..63 bytes). When the name exists: replaced if replace, else EXISTS.
+/* Saves blob under name (1..64 bytes). When the name exists: replaced if replace, else EXISTS.
  * Returns OK, EXISTS, INVALID, UNAVAILABLE, NOMEM. */
 int cv_store_kernel_put(struct cv_store *s, const char *name, const unsigned char *blob, size_t len,
                         const char *meta_json, bool replace);

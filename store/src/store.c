@@ -344,7 +344,7 @@ int cv_store_retain(struct cv_store *s, int64_t keep, int64_t max_age_ms, int ba
 }
 
 static bool name_ok(const char *name) {
-    return name != NULL && name[0] != '\0' && strlen(name) < 64;
+    return name != NULL && name[0] != '\0' && strlen(name) <= 64;
 }
 
 int cv_store_kernel_put(struct cv_store *s, const char *name, const unsigned char *blob, size_t len,

@@ -1,8 +1,9 @@
 /* Durable jobs: real convd processes on real SQLite files (one mkdtemp directory per test),
- * killed and restarted. Restart keeps finished jobs; kill -9 mid-training resumes from the
- * checkpoint and ends equal to an uninterrupted run (once and twice); --max-attempts; SIGTERM
- * past the drain timeout; an orphaned /train ends process_lost; a full disk (a small tmpfs)
- * gives 503 and no crash; retention; the memory that 100k-step jobs leave behind.
+ * killed and restarted. Restart keeps finished jobs and saved kernels; kill -9 mid-training
+ * resumes from the checkpoint and ends equal to an uninterrupted run (once and twice);
+ * --max-attempts; SIGTERM past the drain timeout; an orphaned /train ends process_lost; a full
+ * disk (a small tmpfs) gives 503 and no crash; retention; the memory that 100k-step jobs leave
+ * behind.
  *
  * No test waits on a clock to decide what happened: a kill waits until the database itself
  * holds a checkpoint (read with SQLite, as convd writes it), and every wait is bounded. */
@@ -425,6 +426,69 @@ START_TEST(retention_by_history_and_ttl) {
 }
 END_TEST
 
+/* Saved kernels live in the store: one saved by weight (and one with the longest name the API
+ * allows) is listed and used by name after a restart on the same database, with the exact
+ * reply, and a DELETE after the restart removes it. */
+START_TEST(restart_keeps_saved_kernels) {
+    static const char long_name[] =
+        "k123456789012345678901234567890123456789012345678901234567890123";
+    ck_assert_int_eq((int)strlen(long_name), 64);
+    start(NULL);
+    struct cv_reply r;
+    ck_assert_int_eq(
+        cv_post_json(&cv_d, "/kernels", "{\"name\":\"my_k\",\"weight\":[[0,1],[2,3]]}", &r), 0);
+    ck_assert_int_eq(r.status, 201);
+    ck_assert_str_eq(r.location, "/kernels/my_k");
+    cv_reply_free(&r);
+    char *body = cv_strdupf("{\"name\":\"%s\",\"weight\":[[[1,-1]]]}", long_name);
+    ck_assert_int_eq(cv_post_json(&cv_d, "/kernels", body, &r), 0);
+    ck_assert_int_eq(r.status, 201);
+    cv_reply_free(&r);
+    free(body);
+    stop_ok();
+    start(NULL);
+    static const char corr[] = "{\"input\":[[0,1,2],[3,4,5],[6,7,8]],\"kernel\":\"my_k\"}";
+    ck_assert_int_eq(cv_post_json(&cv_d, "/corr2d", corr, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    size_t n = r.body_len; /* the reply ends with a newline */
+    while (n > 0 && (r.body[n - 1] == '\n' || r.body[n - 1] == '\r'))
+        n--;
+    r.body[n] = '\0';
+    ck_assert_str_eq(r.body, "{\"output\":[[19,25],[37,43]]}");
+    cv_reply_free(&r);
+    json_t *list = cv_get_ok("/kernels", NULL);
+    json_t *ks = json_object_get(list, "kernels");
+    json_t *mine = NULL, *longk = NULL;
+    for (size_t i = 0; i < json_array_size(ks); i++) {
+        json_t *k = json_array_get(ks, i);
+        const char *name = json_string_value(json_object_get(k, "name"));
+        if (name && strcmp(name, "my_k") == 0)
+            mine = k;
+        if (name && strcmp(name, long_name) == 0)
+            longk = k;
+    }
+    ck_assert_msg(mine != NULL, "GET /kernels lost my_k across the restart");
+    ck_assert_msg(longk != NULL, "GET /kernels lost the 64-byte name across the restart");
+    ck_assert(json_is_false(json_object_get(mine, "builtin")));
+    json_t *want = json_loads("[[0,1],[2,3]]", 0, NULL);
+    ck_assert_msg(json_equal(json_object_get(mine, "kernel"), want), "my_k's values changed");
+    json_decref(want);
+    want = json_loads("[[[1,-1]]]", 0, NULL);
+    ck_assert_msg(json_equal(json_object_get(longk, "kernel"), want), "the rank-3 kernel changed");
+    json_decref(want);
+    json_decref(list);
+    ck_assert_int_eq(cv_request(&cv_d, "DELETE", "/kernels/my_k", NULL, NULL, 0, 0, &r), 0);
+    ck_assert_int_eq(r.status, 204);
+    cv_reply_free(&r);
+    stop_ok();
+    start(NULL);
+    ck_assert_int_eq(cv_request(&cv_d, "GET", "/kernels/my_k", NULL, NULL, 0, 0, &r), 0);
+    ck_assert_int_eq(r.status, 404);
+    cv_reply_free(&r);
+    stop_ok();
+}
+END_TEST
+
 /* Writes zeros to path until the file system is full. */
 static void fill_disk(const char *path) {
     FILE *f = fopen(path, "wb");
@@ -538,6 +602,7 @@ int main(void) {
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 900);
     tcase_add_test(tc, restart_keeps_finished_jobs);
+    tcase_add_test(tc, restart_keeps_saved_kernels);
     tcase_add_test(tc, kill9_resumes_equal);
     tcase_add_test(tc, kill9_twice_resumes_equal);
     tcase_add_test(tc, max_attempts_fails_job);
