@@ -4,7 +4,7 @@
 # CONVD_TEST_STEPS picks the steps (space- or comma-separated; default "release"):
 #   release  Release build (tools/setup.sh) and the whole ctest suite
 #   fuzz     clang + libFuzzer + ASan/UBSan build; each target replays its checked-in corpus,
-#            then a fixed-seed mutation run (CONVD_FUZZ_RUNS inputs, default 20000). Deterministic.
+#            then a fixed-seed mutation run (CONVD_FUZZ_RUNS inputs, default 200000). Deterministic.
 #            CONVD_FUZZ_SECONDS=N runs an N-second random campaign per target instead.
 #   asan     ASan + UBSan (no recovery, LeakSanitizer on) build; the whole ctest suite
 #   tsan     TSan build (OMP_NUM_THREADS=1); the daemon's concurrency tests
