@@ -1,20 +1,28 @@
 /* convd-bench: times the compute layer alone (no HTTP, no JSON parsing of tensors).
  *
  *   convd-bench corr2d --input N,C,H,W --kernel Cout,C,kh,kw [--padding P] [--stride S]
- *                      [--dilation D] [--threads T] [--mode fwd|fwd+bwd] [--impl fast|naive]
+ *                      [--dilation D] [--threads T] [--mode fwd|fwd+bwd|bwdk] [--impl fast|naive]
  *                      [--isa auto|generic|portable|avx2|avx512] [--repeats R] [--warmup W]
- *                      [--json]
+ *                      [--cancellable] [--json]
  *   convd-bench train  --input N,C,H,W --kernel Cout,C,kh,kw [--bias] [--padding P]
  *                      [--steps S] [--threads T] [--loss mse|sse] [--lr LR] [--isa ...] [--json]
+ *   convd-bench peak   [--threads T] [--json]     (the FMA peak, GFLOP/s)
+ *   convd-bench triad  [--threads T] [--json]     (STREAM triad bandwidth, GB/s)
+ *   convd-bench accuracy --input N,C,H,W --kernel Cout,C,kh,kw [--padding P] [--isa ...]
+ *                      (errors of forward, dX and dK against the double reference)
  *
  * corr2d prints the median, min and max over the repeats of one pass (fwd: the forward pass;
- * fwd+bwd: forward, input gradient and kernel gradient) and GFLOP/s from the median (2 flops
- * per multiply-add). `--impl naive` times the plain direct loop below instead of convd's
- * kernels: the baseline they are compared with. train runs cv_train_run (SGD) on random data
- * and prints ms_per_step, the median over the steps of the time between step callbacks
- * (median_ms is the same number). With --json the result is one JSON line on stdout. */
+ * fwd+bwd: forward, input gradient and kernel gradient; bwdk: the kernel gradient alone, dK
+ * from X and a given dY, no bias) and GFLOP/s from the median (2 flops per multiply-add). X, K
+ * and dY are filled as bench/fill.h says, and the JSON line carries the check sums of Y (fwd)
+ * or dK (bwdk), so bench/report.py can compare them with the other libraries' outputs. `--impl
+ * naive` times the plain direct loop below instead of convd's kernels: the baseline they are
+ * compared with. train runs cv_train_run (SGD) on random data and prints ms_per_step, the median
+ * over the steps of the time between step callbacks (median_ms is the same number). With --json the
+ * result is one JSON line on stdout. */
 #include <math.h>
 #include <omp.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,9 +33,11 @@
 #include "convd/corr2d.h"
 #include "convd/loss.h"
 #include "convd/optim.h"
+#include "convd/ref.h"
 #include "convd/status.h"
 #include "convd/tensor.h"
 #include "convd/train.h"
+#include "fill.h"
 #include "peak.h"
 
 /* ---- options ------------------------------------------------------------------------------ */
@@ -37,8 +47,10 @@ struct bench_opts {
     int64_t in[4], ker[4];
     int64_t padding, stride, dilation;
     int threads;
-    bool fwd_bwd; /* --mode fwd+bwd */
-    bool naive;   /* --impl naive */
+    bool fwd_bwd;     /* --mode fwd+bwd */
+    bool bwdk;        /* --mode bwdk */
+    bool naive;       /* --impl naive */
+    bool cancellable; /* --cancellable: the forward pass polls a cancel flag (never set) */
     enum cv_corr2d_isa isa;
     int repeats; /* 0: until ~0.5 s have passed (at least 5, at most 200) */
     int warmup;  /* untimed passes first */
@@ -52,13 +64,16 @@ struct bench_opts {
 static void usage(void) {
     fprintf(stderr,
             "usage: convd-bench corr2d --input N,C,H,W --kernel Cout,C,kh,kw [--padding P]\n"
-            "         [--stride S] [--dilation D] [--threads T] [--mode fwd|fwd+bwd]\n"
+            "         [--stride S] [--dilation D] [--threads T] [--mode fwd|fwd+bwd|bwdk]\n"
             "         [--impl fast|naive] [--isa auto|generic|portable|avx2|avx512]\n"
-            "         [--repeats R] [--warmup W] [--json]\n"
+            "         [--repeats R] [--warmup W] [--cancellable] [--json]\n"
             "       convd-bench train --input N,C,H,W --kernel Cout,C,kh,kw [--bias]\n"
             "         [--padding P] [--steps S] [--threads T] [--loss mse|sse] [--lr LR]\n"
             "         [--isa ...] [--json]\n"
-            "       convd-bench peak [--threads T] [--json]   (the FMA peak, GFLOP/s)\n");
+            "       convd-bench peak [--threads T] [--json]   (the FMA peak, GFLOP/s)\n"
+            "       convd-bench triad [--threads T] [--json]  (triad bandwidth, GB/s)\n"
+            "       convd-bench accuracy --input N,C,H,W --kernel Cout,C,kh,kw [--padding P]\n"
+            "         [--isa ...]   (errors against the double reference, JSON)\n");
 }
 
 static bool parse_dims(const char *s, int64_t out[4]) {
@@ -106,8 +121,9 @@ static bool parse_opts(int argc, char **argv, struct bench_opts *o) {
     if (argc < 2)
         return false;
     o->cmd = argv[1];
-    const bool peak = strcmp(o->cmd, "peak") == 0;
-    if (strcmp(o->cmd, "corr2d") != 0 && strcmp(o->cmd, "train") != 0 && !peak)
+    const bool peak = strcmp(o->cmd, "peak") == 0 || strcmp(o->cmd, "triad") == 0;
+    if (strcmp(o->cmd, "corr2d") != 0 && strcmp(o->cmd, "train") != 0 &&
+        strcmp(o->cmd, "accuracy") != 0 && !peak)
         return false;
     bool have_in = false, have_ker = false;
     for (int q = 2; q < argc; q++) {
@@ -118,6 +134,8 @@ static bool parse_opts(int argc, char **argv, struct bench_opts *o) {
             o->json = true;
         } else if (strcmp(a, "--bias") == 0) {
             o->bias = true;
+        } else if (strcmp(a, "--cancellable") == 0) {
+            o->cancellable = true;
         } else if (v == NULL) {
             return false;
         } else if (strcmp(a, "--input") == 0) {
@@ -143,8 +161,9 @@ static bool parse_opts(int argc, char **argv, struct bench_opts *o) {
         } else if (strcmp(a, "--steps") == 0 && parse_int(v, 1, 1000000, &n)) {
             o->steps = (int32_t)n, q++;
         } else if (strcmp(a, "--mode") == 0 &&
-                   (strcmp(v, "fwd") == 0 || strcmp(v, "fwd+bwd") == 0)) {
+                   (strcmp(v, "fwd") == 0 || strcmp(v, "fwd+bwd") == 0 || strcmp(v, "bwdk") == 0)) {
             o->fwd_bwd = strcmp(v, "fwd+bwd") == 0, q++;
+            o->bwdk = strcmp(v, "bwdk") == 0;
         } else if (strcmp(a, "--impl") == 0 &&
                    (strcmp(v, "fast") == 0 || strcmp(v, "naive") == 0)) {
             o->naive = strcmp(v, "naive") == 0, q++;
@@ -196,6 +215,15 @@ static int tensor_random(struct cv_tensor *t, const int64_t d[4]) {
         return st;
     for (int64_t q = 0; q < cv_tensor_numel(t); q++)
         t->data[q] = rng_float();
+    return CV_OK;
+}
+
+/* A tensor of shape d filled as bench/fill.h says (the inputs every library gets). */
+static int tensor_shared(struct cv_tensor *t, const int64_t d[4], uint32_t seed) {
+    int st = cv_tensor_init(t, d[0], d[1], d[2], d[3]);
+    if (st != CV_OK)
+        return st;
+    cv_bench_fill_n(t->data, (uint64_t)cv_tensor_numel(t), seed);
     return CV_OK;
 }
 
@@ -294,9 +322,10 @@ static int bench_corr2d(const struct bench_opts *o) {
     }
     struct cv_tensor x, k, y, dx = {0}, dk = {0};
     const int64_t yd[4] = {o->in[0], o->ker[0], oh, ow};
-    if (tensor_random(&x, o->in) != CV_OK || tensor_random(&k, o->ker) != CV_OK ||
-        tensor_random(&y, yd) != CV_OK ||
-        (o->fwd_bwd &&
+    if (tensor_shared(&x, o->in, CV_BENCH_SEED_X) != CV_OK ||
+        tensor_shared(&k, o->ker, CV_BENCH_SEED_K) != CV_OK ||
+        tensor_shared(&y, yd, CV_BENCH_SEED_DY) != CV_OK ||
+        ((o->fwd_bwd || o->bwdk) &&
          (cv_tensor_init(&dx, o->in[0], o->in[1], o->in[2], o->in[3]) != CV_OK ||
           cv_tensor_init(&dk, o->ker[0], o->ker[1], o->ker[2], o->ker[3]) != CV_OK))) {
         fprintf(stderr, "convd-bench: out of memory\n");
@@ -315,11 +344,21 @@ static int bench_corr2d(const struct bench_opts *o) {
     for (int rep = -o->warmup; n < cap; rep++) { /* untimed warm-up passes first */
         const double t0 = now_ms();
         if (o->naive) {
-            naive_forward(&x, &k, &g, &y, o->threads);
-            if (o->fwd_bwd)
+            if (!o->bwdk)
+                naive_forward(&x, &k, &g, &y, o->threads);
+            if (o->fwd_bwd || o->bwdk)
                 naive_backward(&x, &k, &g, &y, &dx, &dk, o->threads);
+        } else if (o->bwdk) {
+            st = cv_corr2d_backward_kernel(&x, &y, &g, &dk, NULL, o->threads);
+            if (st != CV_OK) {
+                fprintf(stderr, "convd-bench: %s\n", cv_status_str(st));
+                return 2;
+            }
         } else {
-            st = cv_corr2d_forward(&x, &k, bias, &g, &y, o->threads);
+            static atomic_bool never; /* what the daemon polls; never set here */
+            st = o->cancellable
+                     ? cv_corr2d_forward_cancellable(&x, &k, bias, &g, &y, o->threads, &never)
+                     : cv_corr2d_forward(&x, &k, bias, &g, &y, o->threads);
             if (st == CV_OK && o->fwd_bwd)
                 st = cv_corr2d_backward_input(&y, &k, &g, &dx, o->threads);
             if (st == CV_OK && o->fwd_bwd)
@@ -341,6 +380,12 @@ static int bench_corr2d(const struct bench_opts *o) {
         (double)(o->in[0] * o->ker[0] * oh * ow) * (double)(o->ker[1] * o->ker[2] * o->ker[3]);
     const double flops = 2.0 * macs * (o->fwd_bwd ? 3.0 : 1.0);
     const char *impl = o->naive ? "naive" : "fast";
+    const char *mode = o->bwdk ? "bwdk" : o->fwd_bwd ? "fwd+bwd" : "fwd";
+    double check[3] = {0.0, 0.0, 0.0}; /* of Y (fwd) or dK (bwdk); fwd+bwd: none */
+    if (o->bwdk)
+        cv_bench_check(dk.data, (uint64_t)cv_tensor_numel(&dk), check);
+    else if (!o->fwd_bwd)
+        cv_bench_check(y.data, (uint64_t)cv_tensor_numel(&y), check);
     const char *isa = o->naive ? "none" : cv_corr2d_isa_name(cv_corr2d_get_isa());
     if (o->json) {
         printf("{\"bench\":\"corr2d\",\"impl\":\"%s\",\"isa\":\"%s\",", impl, isa);
@@ -349,13 +394,12 @@ static int bench_corr2d(const struct bench_opts *o) {
         print_dims("kernel", o->ker);
         printf(",\"padding\":%lld,\"stride\":%lld,\"dilation\":%lld,\"threads\":%d,"
                "\"mode\":\"%s\",\"repeats\":%d,\"median_ms\":%.4f,\"min_ms\":%.4f,"
-               "\"max_ms\":%.4f,\"gflops\":%.2f}\n",
+               "\"max_ms\":%.4f,\"gflops\":%.2f,\"check\":[%.9g,%.9g,%.9g]}\n",
                (long long)o->padding, (long long)o->stride, (long long)o->dilation, o->threads,
-               o->fwd_bwd ? "fwd+bwd" : "fwd", n, med, t[0], t[n - 1], flops / med * 1e-6);
+               mode, n, med, t[0], t[n - 1], flops / med * 1e-6, check[0], check[1], check[2]);
     } else {
         printf("corr2d %s (%s) %s: median %.3f ms, min %.3f, max %.3f over %d; %.1f GFLOP/s\n",
-               impl, isa, o->fwd_bwd ? "fwd+bwd" : "fwd", med, t[0], t[n - 1], n,
-               flops / med * 1e-6);
+               impl, isa, mode, med, t[0], t[n - 1], n, flops / med * 1e-6);
     }
     cv_tensor_free(&x), cv_tensor_free(&k), cv_tensor_free(&y);
     cv_tensor_free(&dx), cv_tensor_free(&dk);
@@ -454,6 +498,115 @@ static int bench_peak(const struct bench_opts *o) {
     return 0;
 }
 
+/* max |got - want| / scale (scale: the sum of |terms| behind want) and the relative RMS error
+ * ||got - want|| / ||want|| of n values. */
+static void errors_of(const float *got, const double *want, const double *scale, int64_t n,
+                      double *max_scaled, double *rel_rms) {
+    double m = 0.0, e2 = 0.0, w2 = 0.0;
+    for (int64_t q = 0; q < n; q++) {
+        const double d = (double)got[q] - want[q];
+        if (scale[q] > 0.0 && fabs(d) / scale[q] > m)
+            m = fabs(d) / scale[q];
+        e2 += d * d, w2 += want[q] * want[q];
+    }
+    *max_scaled = m;
+    *rel_rms = w2 > 0.0 ? sqrt(e2 / w2) : 0.0;
+}
+
+static double *doubles_of(const float *v, int64_t n, bool absolute) {
+    double *d = malloc((size_t)n * sizeof(double));
+    if (d != NULL)
+        for (int64_t q = 0; q < n; q++)
+            d[q] = absolute ? fabs((double)v[q]) : (double)v[q];
+    return d;
+}
+
+/* Forward (with a bias), dX and dK of the shared inputs (bench/fill.h) on the kernels picked
+ * for this shape, against cv_ref_* in double: the accuracy of whichever paths they take (the
+ * unit tests hold every path to 1e-5 of the sum of |terms|). */
+static int bench_accuracy(const struct bench_opts *o) {
+    const struct cv_conv2d_geom g = geom_of(o);
+    int64_t oh, ow;
+    if (cv_corr2d_out_shape(o->in[2], o->in[3], o->ker[2], o->ker[3], &g, &oh, &ow) != CV_OK) {
+        fprintf(stderr, "convd-bench: bad shape\n");
+        return 2;
+    }
+    const int64_t yd[4] = {o->in[0], o->ker[0], oh, ow};
+    struct cv_tensor x, k, dy, y, dx, dk;
+    if (tensor_shared(&x, o->in, CV_BENCH_SEED_X) != CV_OK ||
+        tensor_shared(&k, o->ker, CV_BENCH_SEED_K) != CV_OK ||
+        tensor_shared(&dy, yd, CV_BENCH_SEED_DY) != CV_OK ||
+        tensor_shared(&y, yd, CV_BENCH_SEED_W) != CV_OK ||
+        tensor_shared(&dx, o->in, CV_BENCH_SEED_W) != CV_OK ||
+        tensor_shared(&dk, o->ker, CV_BENCH_SEED_W) != CV_OK) {
+        fprintf(stderr, "convd-bench: out of memory\n");
+        return 2;
+    }
+    const int64_t co = o->ker[0];
+    float *bias = malloc((size_t)co * sizeof(float)), *db = malloc((size_t)co * sizeof(float));
+    if (bias == NULL || db == NULL)
+        return 2;
+    cv_bench_fill_n(bias, (uint64_t)co, CV_BENCH_SEED_W);
+    if (cv_corr2d_forward(&x, &k, bias, &g, &y, o->threads) != CV_OK ||
+        cv_corr2d_backward_input(&dy, &k, &g, &dx, o->threads) != CV_OK ||
+        cv_corr2d_backward_kernel(&x, &dy, &g, &dk, db, o->threads) != CV_OK) {
+        fprintf(stderr, "convd-bench: corr2d failed\n");
+        return 2;
+    }
+    const int64_t nx = cv_tensor_numel(&x), nk = cv_tensor_numel(&k), ny = cv_tensor_numel(&y);
+    double *xd = doubles_of(x.data, nx, false), *xa = doubles_of(x.data, nx, true);
+    double *kd = doubles_of(k.data, nk, false), *ka = doubles_of(k.data, nk, true);
+    double *gd = doubles_of(dy.data, ny, false), *ga = doubles_of(dy.data, ny, true);
+    double *bd = doubles_of(bias, co, false), *ba = doubles_of(bias, co, true);
+    double *ry = malloc((size_t)ny * sizeof(double)), *sy = malloc((size_t)ny * sizeof(double));
+    double *rx = malloc((size_t)nx * sizeof(double)), *sx = malloc((size_t)nx * sizeof(double));
+    double *rk = malloc((size_t)nk * sizeof(double)), *sk = malloc((size_t)nk * sizeof(double));
+    if (!xd || !xa || !kd || !ka || !gd || !ga || !bd || !ba || !ry || !sy || !rx || !sx || !rk ||
+        !sk) {
+        fprintf(stderr, "convd-bench: out of memory\n");
+        return 2;
+    }
+    const struct cv_ref_shape xs = {x.n, x.c, x.h, x.w}, ks = {k.n, k.c, k.h, k.w},
+                              ys = {y.n, y.c, y.h, y.w};
+    cv_ref_corr2d_forward(xd, xs, kd, ks, bd, &g, ry);
+    cv_ref_corr2d_forward(xa, xs, ka, ks, ba, &g, sy);
+    cv_ref_corr2d_backward_input(gd, ys, kd, ks, &g, rx, xs);
+    cv_ref_corr2d_backward_input(ga, ys, ka, ks, &g, sx, xs);
+    cv_ref_corr2d_backward_kernel(xd, xs, gd, ys, &g, rk, ks, NULL);
+    cv_ref_corr2d_backward_kernel(xa, xs, ga, ys, &g, sk, ks, NULL);
+    double e[3][2];
+    errors_of(y.data, ry, sy, ny, &e[0][0], &e[0][1]);
+    errors_of(dx.data, rx, sx, nx, &e[1][0], &e[1][1]);
+    errors_of(dk.data, rk, sk, nk, &e[2][0], &e[2][1]);
+    printf("{\"bench\":\"accuracy\",\"isa\":\"%s\",", cv_corr2d_isa_name(cv_corr2d_get_isa()));
+    print_dims("input", o->in);
+    putchar(',');
+    print_dims("kernel", o->ker);
+    printf(",\"padding\":%lld,\"fwd_max_scaled\":%.3g,\"fwd_rel_rms\":%.3g,"
+           "\"dx_max_scaled\":%.3g,\"dx_rel_rms\":%.3g,\"dk_max_scaled\":%.3g,"
+           "\"dk_rel_rms\":%.3g}\n",
+           (long long)o->padding, e[0][0], e[0][1], e[1][0], e[1][1], e[2][0], e[2][1]);
+    free(xd), free(xa), free(kd), free(ka), free(gd), free(ga), free(bd), free(ba);
+    free(ry), free(sy), free(rx), free(sx), free(rk), free(sk), free(bias), free(db);
+    cv_tensor_free(&x), cv_tensor_free(&k), cv_tensor_free(&dy);
+    cv_tensor_free(&y), cv_tensor_free(&dx), cv_tensor_free(&dk);
+    return 0;
+}
+
+/* The triad bandwidth over 3 x 128 MiB arrays (4x the 32 MiB L3 each): the memory roofline. */
+static int bench_triad(const struct bench_opts *o) {
+    const double gbs = cv_bench_triad_gbs(o->threads, (int64_t)32 << 20, 0.5);
+    if (gbs <= 0.0) {
+        fprintf(stderr, "convd-bench: out of memory\n");
+        return 2;
+    }
+    if (o->json)
+        printf("{\"bench\":\"triad\",\"threads\":%d,\"gbs\":%.1f}\n", o->threads, gbs);
+    else
+        printf("triad (%d threads): %.1f GB/s\n", o->threads, gbs);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     struct bench_opts o;
     if (!parse_opts(argc, argv, &o)) {
@@ -466,5 +619,9 @@ int main(int argc, char **argv) {
     }
     if (strcmp(o.cmd, "peak") == 0)
         return bench_peak(&o);
+    if (strcmp(o.cmd, "triad") == 0)
+        return bench_triad(&o);
+    if (strcmp(o.cmd, "accuracy") == 0)
+        return bench_accuracy(&o);
     return strcmp(o.cmd, "corr2d") == 0 ? bench_corr2d(&o) : bench_train(&o);
 }

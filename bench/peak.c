@@ -6,6 +6,7 @@
 
 #include <omp.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <time.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -101,4 +102,36 @@ double cv_bench_peak_gflops(int n_threads, double seconds, const char **isa) {
     }
     (void)sink;
     return (double)blocks * n_threads * PEAK_BLOCK * 12.0 * lanes * 2.0 / dt * 1e-9;
+}
+
+double cv_bench_triad_gbs(int n_threads, int64_t floats, double seconds) {
+    float *a = malloc((size_t)floats * sizeof(float));
+    float *b = malloc((size_t)floats * sizeof(float));
+    float *c = malloc((size_t)floats * sizeof(float));
+    if (a == NULL || b == NULL || c == NULL) {
+        free(a), free(b), free(c);
+        return 0.0;
+    }
+    /* First touch by the threads that run the triad (the same static split). */
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+    for (int64_t i = 0; i < floats; i++)
+        a[i] = 0.0f, b[i] = 1.0f, c[i] = 2.0f;
+    const float s = 0.5f;
+    double best = 1e30;
+    const double t_start = now_s();
+    for (int rep = 0; rep < 1000; rep++) {
+        const double t0 = now_s();
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+        for (int64_t i = 0; i < floats; i++)
+            a[i] = b[i] + s * c[i];
+        const double t1 = now_s();
+        if (t1 - t0 < best)
+            best = t1 - t0;
+        if (rep >= 3 && t1 - t_start >= seconds)
+            break;
+    }
+    volatile float sink = a[floats / 2];
+    (void)sink;
+    free(a), free(b), free(c);
+    return 12.0 * (double)floats / best * 1e-9;
 }

@@ -2,14 +2,16 @@
 """PyTorch's side of bench/compare.sh: the cases of convd-bench, timed the same way.
 
     torch_bench.py corr2d --input N,C,H,W --kernel Cout,C,kh,kw [--padding P] [--threads T]
-                          [--mode fwd|fwd+bwd] [--repeats R]
+                          [--mode fwd|fwd+bwd|bwdk] [--repeats R]
     torch_bench.py train --input N,C,H,W --kernel Cout,C,kh,kw [--bias] [--padding P]
                          [--steps S] [--threads T] [--lr LR]
 
 Prints one JSON line with the keys of convd-bench --json (impl "torch", or --label). corr2d times
 F.conv2d (with a zero bias, as convd-bench passes one) under torch.no_grad() for fwd, or the
-forward plus y.backward(dY) (dX, dK and dbias) for fwd+bwd: two untimed passes, then repeats
-until 0.5 s have passed (at least 5, at most 200). train runs nn.Conv2d + torch.optim.SGD + the
+forward plus y.backward(dY) (dX, dK and dbias) for fwd+bwd, or the weights gradient alone
+(aten.convolution_backward with only dK asked for) for bwdk: two untimed passes, then repeats
+until 0.5 s have passed (at least 5, at most 200). X, K and dY are filled as bench/fill.h says,
+and the line carries the check sums of Y (fwd) or dK (bwdk). train runs nn.Conv2d + torch.optim.SGD + the
 MSE loss, reading loss.item() every step as convd's step callback does, and reports the median
 step time. Run with Debian's /usr/bin/python3 (python3-torch).
 
@@ -24,8 +26,31 @@ import json
 import statistics
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+SEED_X, SEED_K, SEED_DY, SEED_W = 1, 2, 3, 4
+
+
+def fill(shape, seed):
+    """bench/fill.h's cv_bench_fill over a tensor of this shape."""
+    n = int(np.prod(shape))
+    i = np.arange(n, dtype=np.uint64)
+    h = ((i * np.uint64(2654435761)) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    h ^= np.uint32((seed * 0x9E3779B9) & 0xFFFFFFFF)
+    h ^= h >> np.uint32(15)
+    h *= np.uint32(0x2C1B3C6D)
+    h ^= h >> np.uint32(12)
+    v = (h >> np.uint32(8)).astype(np.float64) / 16777216.0 * 2.0 - 1.0
+    return torch.from_numpy(v.astype(np.float32).reshape(shape))
+
+
+def check(t):
+    """bench/fill.h's cv_bench_check: sum, sum weighted by fill(seed 4), sum of |y|."""
+    y = t.detach().reshape(-1).double()
+    w = fill((y.numel(),), SEED_W).double()
+    return [float(y.sum()), float((y * w).sum()), float(y.abs().sum())]
 
 
 def dims(text):
@@ -52,15 +77,27 @@ def repeat(fn, repeats):
 
 
 def bench_corr2d(a):
-    torch.manual_seed(0)
-    x = torch.rand(*a.input) * 2 - 1
-    k = torch.rand(*a.kernel) * 2 - 1
+    x = fill(a.input, SEED_X)
+    k = fill(a.kernel, SEED_K)
     b = torch.zeros(a.kernel[0])
+    out = {}
     if a.mode == "fwd":
 
         def fn():
             with torch.no_grad():
-                F.conv2d(x, k, b, padding=a.padding)
+                out["y"] = F.conv2d(x, k, b, padding=a.padding)
+
+        passes = 1
+    elif a.mode == "bwdk":
+        n, c, h, w = a.input
+        co, _, kh, kw = a.kernel
+        gy = fill((n, co, h + 2 * a.padding - kh + 1, w + 2 * a.padding - kw + 1), SEED_DY)
+
+        def fn():
+            with torch.no_grad():
+                out["y"] = torch.ops.aten.convolution_backward(
+                    gy, x, k, None, [1, 1], [a.padding, a.padding], [1, 1], False, [0, 0], 1,
+                    [False, True, False])[1]
 
         passes = 1
     else:
@@ -95,6 +132,7 @@ def bench_corr2d(a):
         "min_ms": round(min(times), 4),
         "max_ms": round(max(times), 4),
         "gflops": round(flops / med * 1e-6, 2),
+        **({"check": check(out["y"])} if "y" in out else {}),
     }
 
 
@@ -147,7 +185,7 @@ def main():
     p.add_argument("--kernel", type=dims, required=True)
     p.add_argument("--padding", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--mode", choices=["fwd", "fwd+bwd"], default="fwd")
+    p.add_argument("--mode", choices=["fwd", "fwd+bwd", "bwdk"], default="fwd")
     p.add_argument("--repeats", type=int, default=0)
     p.add_argument("--bias", action="store_true")
     p.add_argument("--steps", type=int, default=50)

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# deploy/test.sh: builds convd's container image from this repository and tests it, then the compose
-# stack (2 replicas behind nginx), the Kubernetes manifests (offline) and the systemd unit.
+# deploy/test.sh: builds convd's container image from this repository and tests it alone and with its
+# SQLite store on a named volume, then the compose fleet (replicas on one PostgreSQL behind nginx: any
+# replica serves any job, a killed replica's training resumes on another, --scale, down + up), the
+# Kubernetes manifests (offline) and the systemd unit. docs/deploy.md lists the checks and their cost.
 # Runs as root on Debian 12 with no image registry: it installs what it needs with apt-get, makes the
 # debian:bookworm-slim base with debootstrap, starts its own dockerd (own socket, data root, bridge)
-# and removes every container, network and process it started when it ends, failed or not.
+# and removes every container, volume, network and process it started when it ends, failed or not.
 # Only loopback ports are published. Cached between runs under $CONVD_DEPLOY_WORK (base image, image
 # layers, npm packages); CONVD_DEPLOY_REFRESH=1 rebuilds the base image and builds without cache.
 # Last line: "deploy: N passed, N failed".
@@ -16,9 +18,12 @@ SUITE=bookworm
 BASE=debian:$SUITE-slim
 IMAGE=convd:deploy-test
 NGINX_IMAGE=convd-nginx:deploy-test
-PROJECT=convddeploytest
+PG_IMAGE=convd-postgres:deploy-test
+PROJECT=convddeploy$$                  # compose project: unique per run (start_engine prunes older ones)
 SMOKE=convd-deploy-smoke
 MDWE=convd-deploy-mdwe
+SQLITE_CTR=convd-deploy-sqlite
+SQLITE_VOL=convd-deploy-sqlite-$$      # the SQLite test's named volume
 BRIDGE=convd-br0                       # our own bridge instead of docker0
 BRIDGE_ADDR=${CONVD_DEPLOY_BRIDGE:-10.213.254.1/24}
 POOL=${CONVD_DEPLOY_POOL:-10.213.0.0/17}  # compose networks
@@ -28,7 +33,8 @@ export DEBIAN_FRONTEND=noninteractive DOCKER_BUILDKIT=0 COMPOSE_DOCKER_CLI_BUILD
 export DOCKER_HOST=unix://$WORK/docker.sock
 export COMPOSE_HTTP_TIMEOUT=120
 # what deploy/compose.yaml reads: our image tags, a token file, nginx on a free loopback port
-export CONVD_IMAGE=$IMAGE NGINX_IMAGE=$NGINX_IMAGE CONVD_ENV_FILE=$WORK/convd.env CONVD_BIND=127.0.0.1 CONVD_HTTP_PORT=
+export CONVD_IMAGE=$IMAGE NGINX_IMAGE=$NGINX_IMAGE POSTGRES_IMAGE=$PG_IMAGE CONVD_ENV_FILE=$WORK/convd.env \
+       CONVD_PG_PASSWORD_FILE=$WORK/pg-password CONVD_BIND=127.0.0.1 CONVD_HTTP_PORT=
 mkdir -p "$WORK"
 T_START=$EPOCHREALTIME
 
@@ -91,14 +97,15 @@ cleanup() {
   for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null; done
   [ -n "$ROOTFS_PROC" ] && umount "$ROOTFS_PROC" 2>/dev/null
   if [ -n "$ENGINE_PID" ]; then
-    timeout 60 docker rm -f "$SMOKE" "$MDWE" >/dev/null 2>&1
+    timeout 60 docker rm -f -v "$SMOKE" "$MDWE" "$SQLITE_CTR" "$SQLITE_CTR-2" >/dev/null 2>&1
     (cd "$ROOT" && compose down -v --remove-orphans --timeout 5 >/dev/null 2>&1)
-    timeout 30 docker ps -aq | xargs -r timeout 60 docker rm -f >/dev/null 2>&1
+    timeout 30 docker ps -aq | xargs -r timeout 60 docker rm -f -v >/dev/null 2>&1
+    timeout 60 docker volume rm -f "$SQLITE_VOL" >/dev/null 2>&1
     stop_engine "$ENGINE_PID"
     rm -f "$WORK/docker.sock"
   fi
   [ -n "$BRIDGE_MADE" ] && ip link del "$BRIDGE" 2>/dev/null
-  rm -f "$WORK/convd.env"
+  rm -f "$WORK/convd.env" "$WORK/pg-password"
   if [ $rc -ne 0 ] && [ -n "$CUR_STEP" ]; then
     FAIL=$((FAIL + 1)); echo "FAIL - step '$CUR_STEP' aborted the run (rc=$rc)"
     [ -s "$WORK/dockerd.log" ] && { echo "---- last lines of $WORK/dockerd.log:"; tail -n 15 "$WORK/dockerd.log"; }
@@ -110,11 +117,14 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-umask 077; printf 'CONVD_TOKEN=%s\n' "$TOKEN" > "$WORK/convd.env"; umask 022
+# the compose fleet's env file (token, store) and database password; the password file is bind-mounted
+# into containers that run as other users (postgres, 10001), so it is 0644 inside a 0700 directory
+umask 077; printf 'CONVD_TOKEN=%s\nCONVD_STORE=postgres://convd@postgres:5432/convd\nCONVD_CHECKPOINT_EVERY=0.2\nCONVD_MAX_STEPS=1000000\n' "$TOKEN" > "$WORK/convd.env"
+od -An -tx1 -N16 /dev/urandom | tr -d ' \n' > "$WORK/pg-password"; chmod 0644 "$WORK/pg-password"; chmod 0700 "$WORK"; umask 022
 
 # ---- 1. packages ---------------------------------------------------------------------------------
 install_packages() {
-  local want=(docker.io containerd runc iptables debootstrap docker-compose curl ca-certificates iproute2)
+  local want=(docker.io containerd runc iptables debootstrap docker-compose curl ca-certificates iproute2 jq)
   command -v kubectl >/dev/null || want+=(kubernetes-client)
   local missing=() p
   for p in "${want[@]}"; do
@@ -211,8 +221,9 @@ start_engine() {
   done
   timeout 20 docker version --format 'engine {{.Server.Version}}, client {{.Client.Version}}'
   # everything in this data root is ours: remove what a killed run may have left
-  timeout 60 docker ps -aq | xargs -r timeout 120 docker rm -f >/dev/null
+  timeout 60 docker ps -aq | xargs -r timeout 120 docker rm -f -v >/dev/null
   timeout 60 docker network prune -f >/dev/null
+  timeout 60 docker volume prune -f >/dev/null
 }
 import_base() {
   if [ "$REFRESH" != 1 ] && timeout 20 docker image inspect "$BASE" >/dev/null 2>&1; then
@@ -245,12 +256,15 @@ check_image() {
   check "image HEALTHCHECK is convd --probe /healthz" grep -q -- '--probe.*/healthz' <<<"$hc"
   check "image STOPSIGNAL is SIGTERM" test "$stop" = SIGTERM
   check "image sets CONVD_LISTEN=0.0.0.0:8080" grep -q 'CONVD_LISTEN=0.0.0.0:8080' <<<"$env"
+  local vols; vols=$(docker image inspect -f '{{json .Config.Volumes}}' "$IMAGE")
+  check "image keeps its store on the volume /var/lib/convd (CONVD_STORE=sqlite:/var/lib/convd/convd.db; volumes $vols)" \
+    eval 'grep -q "CONVD_STORE=sqlite:/var/lib/convd/convd.db" <<<"$env" && grep -q "\"/var/lib/convd\"" <<<"$vols"'
   check "image size under 100 MB ($IMAGE_MB MB)" awk -v s="$IMAGE_MB" 'BEGIN{exit !(s < 100)}'
   local pk
   pk=$(timeout 60 docker run --rm --entrypoint /bin/sh "$IMAGE" -c \
-       'dpkg-query -W -f="\${Package} " libmicrohttpd12 libjansson4 libgomp1; for t in gcc cc cmake make curl; do command -v $t; done; true')
-  check "runtime has libmicrohttpd12 libjansson4 libgomp1 and no compiler or curl ($pk)" \
-    test "$(tr ' ' '\n' <<<"$pk" | sort | paste -sd' ')" = " libgomp1 libjansson4 libmicrohttpd12"
+       'dpkg-query -W -f="\${Package} " libmicrohttpd12 libjansson4 libgomp1 libsqlite3-0 libpq5; for t in gcc cc cmake make curl; do command -v $t; done; true')
+  check "runtime has libmicrohttpd12 libjansson4 libgomp1 libsqlite3-0 libpq5 and no compiler or curl ($pk)" \
+    test "$(tr ' ' '\n' <<<"$pk" | sort | paste -sd' ')" = " libgomp1 libjansson4 libmicrohttpd12 libpq5 libsqlite3-0"
 }
 
 # ---- helpers for the HTTP checks ------------------------------------------------------------------
@@ -345,7 +359,7 @@ smoke() {
   local drain; drain=$(docker logs "$SMOKE" 2>&1 | grep -o '"msg":"draining".*' | sed -n 1p)
   check "the stream running at SIGTERM was drained: it ends with done/succeeded (log: ${drain:-no draining line})" \
     eval 'grep -q "\"event\":\"done\",\"status\":\"succeeded\"" <<<"$(tail -n 1 "$WORK/drain-stream.txt")" && [ -n "$drain" ]'
-  timeout 60 docker rm "$SMOKE" >/dev/null
+  timeout 60 docker rm -v "$SMOKE" >/dev/null
 }
 
 # MemoryDenyWriteExecute (convd.service) with the image's libgomp: the kernel's prctl(PR_SET_MDWE)
@@ -361,27 +375,138 @@ mdwe() {
   if ! wait_http "$base/healthz" 15; then
     if docker logs "$MDWE" 2>&1 | grep -q 'prctl(PR_SET_MDWE)'; then
       echo "skipped: this kernel has no PR_SET_MDWE (Linux >= 6.3): $(docker logs "$MDWE" 2>&1 | tail -n 1)"
-      timeout 60 docker rm -f "$MDWE" >/dev/null; return 0
+      timeout 60 docker rm -f -v "$MDWE" >/dev/null; return 0
     fi
   fi
   out=$(curl -sS -m 30 "${AUTH[@]}" --json @clients/examples/train-seed.json "$base/train" | tail -n 1 || true)
   check "under MemoryDenyWriteExecute (PR_SET_MDWE) convd with 2 OpenMP threads serves corr2d and train" \
     eval 'check_seed_corr2d_quiet "$base" && grep -q "\"status\":\"succeeded\"" <<<"$out"'
-  timeout 60 docker rm -f "$MDWE" >/dev/null
+  timeout 60 docker rm -f -v "$MDWE" >/dev/null
 }
 check_seed_corr2d_quiet() { [ "$(curl -sS -m 10 "${AUTH[@]}" --json "$CORR_BODY" "$1/corr2d")" = "$CORR_WANT" ]; }
 
-# ---- 6. compose: 2 replicas behind nginx -----------------------------------------------------------
-compose_test() {
+# ---- helpers for jobs (POST /jobs, GET /jobs/{id}, /events) ---------------------------------------
+LONG_JOB=$WORK/long-train.json
+LONG_STEPS=200000
+make_long_job() {  # an async training of a few seconds on one thread, checkpointed as it goes (resume tests)
+  awk -v n=128 -v steps="$LONG_STEPS" 'BEGIN{srand(2); printf "{\"kind\":\"train\",\"input\":[";
+    for(i=0;i<n;i++){printf "%s[", i?",":""; for(j=0;j<n;j++) printf "%s%.3f", j?",":"", rand(); printf "]"}
+    printf "],\"target\":[";
+    for(i=0;i<n-2;i++){printf "%s[", i?",":""; for(j=0;j<n-2;j++) printf "%s%.3f", j?",":"", rand(); printf "]"}
+    printf "],\"kernel_size\":3,\"loss\":\"mse\",\"optimizer\":\"adam\",\"lr\":0.001,\"steps\":%d,\"report_every\":%d,\"seed\":3}\n", steps, steps/40}' > "$LONG_JOB"
+}
+SEED_JOB=$WORK/seed-job.json
+make_seed_job() { jq -c '. + {kind: "train"} | del(.stream)' clients/examples/train-seed.json > "$SEED_JOB"; }
+post_job() {  # post_job BASE FILE [REQUEST_ID]: prints the new job's id (empty on failure)
+  curl -sS -m 30 "${AUTH[@]}" -H "X-Request-Id: ${3:-deploy-post}" --json @"$2" "$1/jobs" 2>/dev/null | jq -r '.id // empty' 2>/dev/null || true
+}
+get_job() { curl -sS -m 10 "${AUTH[@]}" -H "X-Request-Id: ${3:-deploy-get}" "$1/jobs/$2" 2>/dev/null || true; }
+job_status() { get_job "$1" "$2" | jq -r '.status // empty' 2>/dev/null || true; }
+wait_job() {  # wait_job BASE ID SECONDS: until the job is finished; prints its last status
+  local i st=
+  for i in $(seq $(($3 * 4))); do
+    st=$(job_status "$1" "$2")
+    case $st in succeeded|failed|cancelled) break ;; esac
+    sleep 0.25
+  done
+  echo "${st:-none}"
+}
+wait_progress() {  # wait_progress BASE ID STEP SECONDS: until the job has run STEP steps (or finished)
+  local i p
+  for i in $(seq $(($4 * 10))); do
+    p=$(get_job "$1" "$2" | jq -r 'if .status == "running" then (.progress.step // 0) else -1 end' 2>/dev/null || true)
+    [ "${p:-0}" = -1 ] && { [ "$(job_status "$1" "$2")" = queued ] || return 1; }
+    [ "${p:-0}" -ge "$3" ] 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+job_weight() { get_job "$1" "$2" | jq -c '[.result.weight, .result.bias]' 2>/dev/null || true; }
+job_events() { curl -sS -m 30 "${AUTH[@]}" -H 'Accept: application/x-ndjson' "$1/jobs/$2/events" 2>/dev/null || true; }
+same_weights() {  # same_weights A B: the same numbers, to 1e-6 relative (the resume contract of issue 10)
+  awk -v a="$1" -v b="$2" 'BEGIN {
+    gsub(/[][,]/, " ", a); gsub(/[][,]/, " ", b); na = split(a, x, " "); nb = split(b, y, " ")
+    if (na != nb || na < 9) { print "   " na " numbers against " nb; exit 1 }
+    for (i = 1; i <= na; i++) { d = x[i] - y[i]; m = (x[i] < 0 ? -x[i] : x[i]); if (d < 0) d = -d
+      if (d > 1e-6 * m + 1e-12) { print "   number " i ": " x[i] " against " y[i]; exit 1 } }
+  }'
+}
+in_ctr_get() {  # in_ctr_get CONTAINER PATH: GET from inside (the image has bash, no curl)
+  timeout 20 docker exec "$1" bash -c 'exec 3<>/dev/tcp/127.0.0.1/8080 && printf "GET %s HTTP/1.0\r\n\r\n" "$0" >&3 && cat <&3' "$2" 2>/dev/null || true
+}
+busy_workers() { in_ctr_get "$1" /metrics | awk '$1 == "convd_workers_busy" {print $2 + 0}'; }
+
+# ---- 5b. the image with SQLite on a named volume: jobs survive the container ------------------------
+LONG_REF=   # the weights of an uninterrupted LONG_JOB (1 thread), shared with the fleet test
+sqlite_run() {  # sqlite_run NAME: the image on the SQLite volume, read-only root, one worker of one thread
+  timeout 60 docker run -d --name "$1" --read-only --cap-drop ALL --security-opt no-new-privileges \
+    -e CONVD_TOKEN="$TOKEN" -e CONVD_WORKERS=1 -e CONVD_THREADS=1 -e CONVD_CHECKPOINT_EVERY=0.2 \
+    -e CONVD_MAX_STEPS=1000000 -v "$SQLITE_VOL:/var/lib/convd" -p 127.0.0.1::8080 "$IMAGE" >/dev/null
+  SQ_BASE=http://127.0.0.1:$(docker port "$1" 8080/tcp | sed -n 1p | sed 's/.*://')
+  wait_http "$SQ_BASE/readyz" 60
+}
+sqlite_test() {
+  local id1 id2 id3 w1 st t0 ev files out rc
+  timeout 60 docker volume create "$SQLITE_VOL" >/dev/null
+  check "image on a named volume with a read-only root becomes ready" sqlite_run "$SQLITE_CTR"
+  id1=$(post_job "$SQ_BASE" "$SEED_JOB")
+  st=$(wait_job "$SQ_BASE" "$id1" 60); w1=$(job_weight "$SQ_BASE" "$id1")
+  check "POST /jobs (the README's training) succeeds on SQLite (job $id1: $st)" test "$st" = succeeded
+  id2=$(post_job "$SQ_BASE" "$LONG_JOB")
+  t0=$EPOCHREALTIME
+  if wait_progress "$SQ_BASE" "$id2" $((LONG_STEPS * 3 / 10)) 120; then
+    echo "   job $id2 at step $(get_job "$SQ_BASE" "$id2" | jq -r .progress.step) after $(elapsed "$t0") s: docker kill (SIGKILL)"
+  else echo "   job $id2 did not reach 30% while running ($(job_status "$SQ_BASE" "$id2"))"; fi
+  timeout 60 docker kill "$SQLITE_CTR" >/dev/null; timeout 60 docker rm -v "$SQLITE_CTR" >/dev/null
+  files=$(timeout 60 docker run --rm -v "$SQLITE_VOL:/d" --entrypoint /bin/ls "$IMAGE" -ln /d | awk 'NR > 1 {print $3 ":" $4 " " $9}' | paste -sd' ')
+  check "the store is on the volume, owned by 10001 ($files)" grep -q '^10001:10001 convd.db' <<<"$files"
+  t0=$EPOCHREALTIME
+  check "a new container on the same volume becomes ready" sqlite_run "$SQLITE_CTR"
+  # one process per SQLite file: a second container on the volume refuses to start
+  out=$(timeout 60 docker run --name "$SQLITE_CTR-2" --read-only -e CONVD_TOKEN="$TOKEN" \
+        -v "$SQLITE_VOL:/var/lib/convd" "$IMAGE" 2>&1) && rc=0 || rc=$?
+  timeout 60 docker rm -f -v "$SQLITE_CTR-2" >/dev/null 2>&1 || true
+  check "a second convd on the same volume refuses to start (exit $rc: $(tail -n 1 <<<"$out" | cut -c1-160))" \
+    test "$rc" != 0 -a "$rc" != 124
+  check "the finished job survived the kill: status and kernel as before" \
+    eval '[ "$(job_status "$SQ_BASE" "$id1")" = succeeded ] && [ -n "$w1" ] && [ "$(job_weight "$SQ_BASE" "$id1")" = "$w1" ]'
+  st=$(wait_job "$SQ_BASE" "$id2" 180)
+  ev=$(job_events "$SQ_BASE" "$id2")
+  echo "   killed job: $st after $(elapsed "$t0") s; $(grep -m1 '"event":"resumed"' <<<"$ev")"
+  check "the killed training resumes in the new container (resumed event) and succeeds ($st)" \
+    eval '[ "$st" = succeeded ] && grep -q "\"event\":\"resumed\"" <<<"$ev"'
+  # the same training uninterrupted, for the weights
+  id3=$(post_job "$SQ_BASE" "$LONG_JOB")
+  st=$(wait_job "$SQ_BASE" "$id3" 180); LONG_REF=$(job_weight "$SQ_BASE" "$id3")
+  echo "   uninterrupted run: $st"
+  check "the resumed training ends with the weights of an uninterrupted one (1e-6 relative)" \
+    same_weights "$LONG_REF" "$(job_weight "$SQ_BASE" "$id2")"
+  timeout 60 docker stop -t 35 "$SQLITE_CTR" >/dev/null; timeout 60 docker rm -v "$SQLITE_CTR" >/dev/null
+  timeout 60 docker volume rm "$SQLITE_VOL" >/dev/null
+}
+
+# ---- 6. compose: a fleet of replicas on one PostgreSQL behind nginx -----------------------------------------------------------
+compose_logs() {  # the stack's last log lines, for a failure
+  echo "---- docker-compose ps and logs (last lines):"; compose ps 2>&1 | sed 's/^/   /'
+  compose logs --no-color --tail 15 2>&1 | sed 's/^/   /'
+}
+compose_images() {  # nginx and postgres from Debian's packages (convd's image is the one built above)
   check "docker-compose config accepts deploy/compose.yaml" compose config -q
-  quiet "$WORK/compose-build.log" compose build nginx
+  quiet "$WORK/compose-build.log" compose build nginx postgres
+  echo "   images: $(docker image inspect -f '{{index .RepoTags 0}} {{.Size}}' "$NGINX_IMAGE" "$PG_IMAGE" | awk '{printf "%s %.1f MB; ", $1, $2/1e6}')"
+}
+compose_test() {
   local t0=$EPOCHREALTIME
-  quiet "$WORK/compose-up.log" compose up -d --no-build
+  quiet "$WORK/compose-up.log" compose up -d --no-build || { compose_logs; return 1; }
   local up_s; up_s=$(elapsed "$t0")
-  local lb ids=() i n1 n2 got okc=0
+  local lb ids=() i n1 n2 got okc=0 pg
   lb=http://$(compose port nginx 8080 | sed -n 1p)
   mapfile -t ids < <(compose ps -q convd)
-  echo "stack up in $up_s s (nginx waited for healthy replicas): nginx on $lb, replicas ${ids[*]:0:2}"
+  pg=$(compose ps -q postgres)
+  echo "stack up in $up_s s (replicas waited for PostgreSQL, nginx for healthy replicas): nginx on $lb, replicas ${ids[*]:0:2}"
+  check "postgres (Debian's package) is healthy (pg_isready) with its data on the named volume ${PROJECT}_pgdata" \
+    eval '[ "$(docker inspect -f "{{.State.Health.Status}}" "$pg")" = healthy ] &&
+          docker inspect -f "{{range .Mounts}}{{.Type}} {{.Name}} {{.Destination}};{{end}}" "$pg" | grep -q "volume ${PROJECT}_pgdata /var/lib/postgresql/data;"'
   check "2 convd replicas running and healthy" \
     eval '[ ${#ids[@]} = 2 ] && [ "$(docker inspect -f "{{.State.Health.Status}}" "${ids[@]}" | sort -u)" = healthy ]'
   local hc
@@ -399,6 +524,18 @@ compose_test() {
   n2=$(docker logs "${ids[1]}" 2>&1 | grep -c '"request_id":"deploy-lb-' || true)
   check "requests reached both replicas (their access logs: $n1 + $n2 of 20)" \
     eval '[ "$n1" -gt 0 ] && [ "$n2" -gt 0 ] && [ $((n1 + n2)) = 20 ]'
+  # one PostgreSQL: whichever replica nginx picks knows every job
+  local seed_id seed_w st code okg=0
+  seed_id=$(post_job "$lb" "$SEED_JOB" deploy-fleet-post)
+  st=$(wait_job "$lb" "$seed_id" 60); seed_w=$(job_weight "$lb" "$seed_id")
+  for i in $(seq 20); do
+    code=$(curl -s -o /dev/null -m 10 -w '%{http_code}' "${AUTH[@]}" -H "X-Request-Id: deploy-fleet-get-$i" "$lb/jobs/$seed_id" || true)
+    [ "$code" = 200 ] && okg=$((okg + 1))
+  done
+  n1=$(docker logs "${ids[0]}" 2>&1 | grep -c '"request_id":"deploy-fleet-get-' || true)
+  n2=$(docker logs "${ids[1]}" 2>&1 | grep -c '"request_id":"deploy-fleet-get-' || true)
+  check "a job created through nginx ($seed_id, $st) is found by $okg/20 GETs through nginx, both replicas served some ($n1 + $n2)" \
+    eval '[ "$st" = succeeded ] && [ $okg = 20 ] && [ "$n1" -gt 0 ] && [ "$n2" -gt 0 ]'
   check_seed_train "$lb" nginx
   # streaming is not buffered: step lines come as the job runs (the first after ~10% of it), not all
   # at the end; measured as a share of the whole request, so it holds whatever the compute speed
@@ -411,10 +548,59 @@ compose_test() {
   share=$(awk -v r="$t_req" -v a="${first:-0}" -v b="${last:-0}" 'BEGIN{printf "%.2f", (b > r) ? (b-a)/(b-r) : 0}')
   check "a long stream through nginx arrives line by line ($nl step lines; the first came $(awk -v a="${first:-0}" -v b="${last:-0}" 'BEGIN{printf "%.2f", b-a}') s, $share of the request, before done)" \
     eval '[ "$nl" = 10 ] && [ -n "$first" ] && [ -n "$last" ] && awk -v s="$share" "BEGIN{exit !(s >= 0.5)}"'
+
+  # a replica dies (SIGKILL, no drain) in the middle of a training: its lease lapses, the other resumes it
+  local long_id runner= busy c resumed
+  long_id=$(post_job "$lb" "$LONG_JOB" deploy-fleet-long)
+  t0=$EPOCHREALTIME
+  wait_progress "$lb" "$long_id" $((LONG_STEPS * 3 / 10)) 120 ||
+    echo "   job $long_id did not reach 30% while running ($(job_status "$lb" "$long_id"))"
+  for c in "${ids[@]}"; do busy=$(busy_workers "$c"); [ "${busy:-0}" = 1 ] && runner=$c; done
+  echo "   job $long_id at step $(get_job "$lb" "$long_id" | jq -r .progress.step) after $(elapsed "$t0") s on replica ${runner:0:12}: docker kill"
+  if [ -n "$runner" ]; then
+    timeout 60 docker update --restart=no "$runner" >/dev/null   # stays dead: the other one must finish it
+    timeout 60 docker kill "$runner" >/dev/null
+  fi
+  t0=$EPOCHREALTIME
+  st=$(wait_job "$lb" "$long_id" 240)
+  resumed=$(job_events "$lb" "$long_id" | grep -m1 '"event":"resumed"' || true)
+  echo "   the job ended $st $(elapsed "$t0") s after the kill; ${resumed:-no resumed event}"
+  check "docker kill of the replica running a training: the job finishes on the other with a resumed event ($st)" \
+    eval '[ -n "$runner" ] && [ "$st" = succeeded ] && [ -n "$resumed" ] && [ "$(docker inspect -f "{{.State.Running}}" "$runner")" = false ]'
+  if [ -z "$LONG_REF" ]; then   # the SQLite step did not give the uninterrupted weights: make them here
+    local ref_id; ref_id=$(post_job "$lb" "$LONG_JOB" deploy-fleet-ref)
+    [ "$(wait_job "$lb" "$ref_id" 240)" = succeeded ] && LONG_REF=$(job_weight "$lb" "$ref_id")
+  fi
+  local long_w; long_w=$(job_weight "$lb" "$long_id")
+  check "the resumed job's final weights equal an uninterrupted run's (1e-6 relative)" same_weights "$LONG_REF" "$long_w"
+
+  # scale out: nginx finds new replicas by itself (it asks Docker's DNS again every 5 s)
+  t0=$EPOCHREALTIME
+  quiet "$WORK/compose-scale.log" compose up -d --no-build --no-recreate --scale convd=3
+  mapfile -t ids < <(compose ps -q convd)
+  local healthy=0
+  for i in $(seq 120); do
+    healthy=$(docker inspect -f '{{.State.Health.Status}}' "${ids[@]}" | grep -c '^healthy$' || true)
+    [ "$healthy" = 3 ] && break; sleep 0.5
+  done
+  local seen=() k r
+  for i in $(seq 120); do   # until each of the 3 has served one (bounded: 120 requests)
+    curl -sS -o /dev/null -m 10 "${AUTH[@]}" -H "X-Request-Id: deploy-scale-$i" --json "$CORR_BODY" "$lb/corr2d" || true
+    if [ $((i % 10)) = 0 ]; then
+      seen=(); for c in "${ids[@]}"; do seen+=("$(docker logs "$c" 2>&1 | grep -c '"request_id":"deploy-scale-' || true)"); done
+      r=0; for k in "${seen[@]}"; do [ "$k" -gt 0 ] && r=$((r + 1)); done
+      [ $r = 3 ] && break
+    fi
+  done
+  check "up --scale convd=3: 3 healthy replicas ($healthy) and nginx sends requests to each without a restart (${seen[*]} of $i, $(elapsed "$t0") s)" \
+    eval '[ "$healthy" = 3 ] && [ "$r" = 3 ]'
+  check "no replica's log shows the database password" \
+    eval '! compose logs --no-color convd 2>&1 | grep -qF -- "$(cat "$WORK/pg-password")"'
+
   # failover: stop one replica; every request must still succeed, quickly
   t0=$EPOCHREALTIME
   timeout 60 docker stop -t 35 "${ids[0]}" >/dev/null
-  local code; code=$(docker inspect -f '{{.State.ExitCode}}' "${ids[0]}")
+  code=$(docker inspect -f '{{.State.ExitCode}}' "${ids[0]}")
   check "a replica stopped with SIGTERM under compose exits 0 ($code, $(elapsed "$t0") s)" test "$code" = 0
   okc=0; t0=$EPOCHREALTIME
   for i in $(seq 10); do
@@ -422,20 +608,34 @@ compose_test() {
     [ "$got" = "$CORR_WANT" ] && okc=$((okc + 1))
   done
   check "with one replica stopped, 10/10 requests through nginx succeed ($okc/10 in $(elapsed "$t0") s)" test $okc = 10
+
+  # the whole stack down (volumes kept) and up again: finished jobs are still there
+  t0=$EPOCHREALTIME
+  quiet "$WORK/compose-down.log" compose down --timeout 30
+  quiet "$WORK/compose-up2.log" compose up -d --no-build
+  lb=http://$(compose port nginx 8080 | sed -n 1p)
+  wait_http "$lb/readyz" 60 || true
+  check "down + up of the whole stack ($(elapsed "$t0") s) keeps finished jobs: both found through nginx with the same results" \
+    eval '[ "$(job_status "$lb" "$seed_id")" = succeeded ] && [ "$(job_weight "$lb" "$seed_id")" = "$seed_w" ] &&
+          [ "$(job_status "$lb" "$long_id")" = succeeded ] && [ "$(job_weight "$lb" "$long_id")" = "$long_w" ]'
+
   t0=$EPOCHREALTIME
   quiet "$WORK/compose-down.log" compose down -v --remove-orphans --timeout 30
-  local left; left=$(docker ps -aq --filter "label=com.docker.compose.project=$PROJECT" | wc -l)
-  check "docker-compose down removes the stack ($left containers left, $(elapsed "$t0") s)" test "$left" = 0
+  local left vols
+  left=$(docker ps -aq --filter "label=com.docker.compose.project=$PROJECT" | wc -l)
+  vols=$(docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT" | wc -l)
+  check "docker-compose down -v removes the stack ($left containers, $vols volumes left, $(elapsed "$t0") s)" \
+    test "$left" = 0 -a "$vols" = 0
 }
 
 # ---- 7. Kubernetes manifests and systemd unit, offline ---------------------------------------------
 k8s_test() {
-  local out
+  local out rc
   # kubectl's --dry-run=client still asks an API server for discovery and the OpenAPI schema, and
   # there is none here: kubectl parses the manifests locally, kubernetes-models checks the schema
-  out=$(HOME=$WORK/kube KUBECONFIG=/dev/null timeout 60 kubectl annotate --local -f deploy/k8s/ validated=offline -o name 2>&1 || true)
-  check "kubectl parses deploy/k8s locally ($(paste -sd' ' <<<"$out"))" \
-    eval 'grep -qx "deployment.apps/convd" <<<"$out" && grep -qx "service/convd" <<<"$out"'
+  out=$(HOME=$WORK/kube KUBECONFIG=/dev/null timeout 60 kubectl annotate --local -f deploy/k8s/ -f deploy/k8s/sqlite/ validated=offline -o name 2>&1 || true)
+  check "kubectl parses deploy/k8s and deploy/k8s/sqlite locally ($(paste -sd' ' <<<"$out"))" \
+    eval '[ "$(grep -cx "deployment.apps/convd" <<<"$out")" = 2 ] && grep -qx "service/convd" <<<"$out" && grep -qx "persistentvolumeclaim/convd-data" <<<"$out"'
   if command -v npm >/dev/null && command -v node >/dev/null; then
     mkdir -p "$WORK/k8s-validate"
     if [ ! -x "$WORK/k8s-validate/node_modules/.bin/tsc" ]; then
@@ -443,20 +643,38 @@ k8s_test() {
         kubernetes-models@5.1.0 yaml@2.9.1 typescript@5.9.3
     fi
     cp deploy/k8s-validate.mjs "$WORK/k8s-validate/"
+    # one deployable set per run: the fleet, then the single-replica SQLite variant
     out=$(timeout 120 node "$WORK/k8s-validate/k8s-validate.mjs" "$ROOT"/deploy/k8s/*.yaml 2>&1) && rc=0 || rc=$?
     sed 's/^/   /' <<<"$out"
-    check "deploy/k8s passes the Kubernetes schema and has no unknown fields (kubernetes-models, tsc)" test $rc = 0
+    check "deploy/k8s (fleet on PostgreSQL): Kubernetes schema, no unknown fields, store and password from Secrets" test $rc = 0
+    out=$(timeout 120 node "$WORK/k8s-validate/k8s-validate.mjs" "$ROOT"/deploy/k8s/service.yaml "$ROOT"/deploy/k8s/sqlite/*.yaml 2>&1) && rc=0 || rc=$?
+    sed 's/^/   /' <<<"$out"
+    check "deploy/k8s/sqlite: schema, no unknown fields, 1 replica, Recreate, SQLite on a ReadWriteOnce claim" test $rc = 0
+    # the rules must bite: a SQLite Deployment scaled to 2 with a rolling update is refused
+    sed -e 's/^  replicas: 1$/  replicas: 2/' -e 's/^    type: Recreate$/    type: RollingUpdate/' \
+      deploy/k8s/sqlite/deployment.yaml > "$WORK/k8s-validate/bad-sqlite.yaml"
+    out=$(K8S_VALIDATE_RULES_ONLY=1 timeout 120 node "$WORK/k8s-validate/k8s-validate.mjs" "$WORK/k8s-validate/bad-sqlite.yaml" "$ROOT"/deploy/k8s/sqlite/pvc.yaml 2>&1) && rc=0 || rc=$?
+    check "the validator refuses a SQLite Deployment with 2 replicas and a rolling update ($(grep -c 'INVALID convd rule' <<<"$out") rule errors)" \
+      eval '[ $rc != 0 ] && grep -q "SQLite allows one replica" <<<"$out" && grep -q "needs strategy Recreate" <<<"$out"'
+    # ... and a fleet whose database URL (with its password) is written in the manifest
+    awk '/- name: CONVD_STORE_PASSWORD_FILE/ {print "            - name: CONVD_STORE"; print "              value: postgres://convd:secret@db:5432/convd"} {print}' \
+      deploy/k8s/deployment.yaml > "$WORK/k8s-validate/bad-fleet.yaml"
+    out=$(K8S_VALIDATE_RULES_ONLY=1 timeout 120 node "$WORK/k8s-validate/k8s-validate.mjs" "$WORK/k8s-validate/bad-fleet.yaml" 2>&1) && rc=0 || rc=$?
+    check "the validator refuses a fleet whose CONVD_STORE is written in the manifest (and does not print its password)" \
+      eval '[ $rc != 0 ] && grep -q "belongs in the Secret" <<<"$out" && ! grep -q secret@ <<<"$out"'
   else
     echo "skipped the schema check: no node/npm on this machine"
   fi
-  local g d
-  g=$(grep -m1 -oE 'terminationGracePeriodSeconds: *[0-9]+' deploy/k8s/deployment.yaml | grep -oE '[0-9]+$')
-  d=$(grep -A1 'name: CONVD_DRAIN_TIMEOUT' deploy/k8s/deployment.yaml | grep -oE '"[0-9]+"' | tr -d '"')
-  check "k8s terminationGracePeriodSeconds ($g) exceeds the drain timeout ($d) plus the 5 s preStop" \
-    eval '[ -n "$g" ] && [ -n "$d" ] && [ "$g" -gt $((d + 5)) ]'
-  check "k8s: runAsNonRoot, readOnlyRootFilesystem, no privilege escalation, capabilities drop ALL, /livez and /readyz probes" \
-    has_all deploy/k8s/deployment.yaml "runAsNonRoot: true" "readOnlyRootFilesystem: true" \
-      "allowPrivilegeEscalation: false" 'drop: ["ALL"]' "path: /livez" "path: /readyz"
+  local g d f
+  for f in deploy/k8s/deployment.yaml deploy/k8s/sqlite/deployment.yaml; do
+    g=$(grep -m1 -oE 'terminationGracePeriodSeconds: *[0-9]+' "$f" | grep -oE '[0-9]+$')
+    d=$(grep -A1 'name: CONVD_DRAIN_TIMEOUT' "$f" | grep -oE '"[0-9]+"' | tr -d '"')
+    check "$f: terminationGracePeriodSeconds ($g) exceeds the drain timeout ($d) plus the 5 s preStop" \
+      eval '[ -n "$g" ] && [ -n "$d" ] && [ "$g" -gt $((d + 5)) ]'
+    check "$f: runAsNonRoot, readOnlyRootFilesystem, no privilege escalation, capabilities drop ALL, /livez and /readyz probes" \
+      has_all "$f" "runAsNonRoot: true" "readOnlyRootFilesystem: true" \
+        "allowPrivilegeEscalation: false" 'drop: ["ALL"]' "path: /livez" "path: /readyz"
+  done
 }
 has_all() {  # has_all FILE STRING...: every string occurs in FILE
   local f=$1 k; shift
@@ -468,7 +686,7 @@ systemd_test() {
   local d=$WORK/systemd out cid
   rm -rf "$d"; mkdir -p "$d/bin"
   cid=$(timeout 60 docker create "$IMAGE")
-  timeout 60 docker cp "$cid:/usr/local/bin/convd" "$d/bin/convd" && timeout 60 docker rm "$cid" >/dev/null
+  timeout 60 docker cp "$cid:/usr/local/bin/convd" "$d/bin/convd" && timeout 60 docker rm -v "$cid" >/dev/null
   sed "s|/usr/local/bin/convd|$d/bin/convd|" deploy/convd.service > "$d/convd.service"
   out=$(timeout 60 systemd-analyze verify "$d/convd.service" 2>&1) && rc=0 || rc=$?
   check "systemd-analyze verify deploy/convd.service: no warnings ${out:+($out)}" eval '[ $rc = 0 ] && [ -z "$out" ]'
@@ -477,6 +695,8 @@ systemd_test() {
   local ts; ts=$(grep -oE '^TimeoutStopSec=[0-9]+' deploy/convd.service | grep -oE '[0-9]+$')
   check "convd.service: TimeoutStopSec ($ts s) > drain timeout (25 s), KillSignal=SIGTERM" \
     eval '[ "${ts:-0}" -gt 25 ] && grep -q "^KillSignal=SIGTERM" deploy/convd.service'
+  check "convd.service keeps its SQLite store in StateDirectory=convd (writable under ProtectSystem=strict)" \
+    has_all deploy/convd.service "StateDirectory=convd" "Environment=CONVD_STORE=sqlite:%S/convd/convd.db" "ProtectSystem=strict"
 }
 
 T_RUN=$EPOCHREALTIME
@@ -485,11 +705,13 @@ step engine       start_engine
 step base-image   import_base
 step build        build_image
 step image-checks check_image
-make_slow_job
+make_slow_job; make_long_job; make_seed_job
 T_RUN=$EPOCHREALTIME
 step run          smoke
 step mdwe         mdwe
+step sqlite       sqlite_test
+step compose-images compose_images
 step compose      compose_test
 step k8s          k8s_test
 step systemd      systemd_test
-echo "deploy: image $IMAGE_MB MB; times: $(for k in packages engine base-image build run compose k8s; do printf '%s %ss, ' "$k" "${TIMES[$k]:-?}"; done)"
+echo "deploy: image $IMAGE_MB MB; times: $(for k in packages engine base-image build run sqlite compose-images compose k8s; do printf '%s %ss, ' "$k" "${TIMES[$k]:-?}"; done)"

@@ -45,6 +45,12 @@ static const struct opt opts[] = {
      "largest tensor in elements (default 16777216)"},
     {"--max-steps", "CONVD_MAX_STEPS", OPT_TYPE_INT32, OFF(max_steps),
      "most training steps one request may ask for (default 100000)"},
+    {"--max-macs", "CONVD_MAX_MACS", OPT_TYPE_INT64, OFF(max_macs),
+     "most multiply-adds of one /corr2d, or of one training step (default 4000000000: a few "
+     "seconds on the slowest kernels)"},
+    {"--memory-budget", "CONVD_MEMORY_BUDGET", OPT_TYPE_INT64, OFF(memory_budget),
+     "bytes that request bodies and replies may hold at once before requests get 503 "
+     "(default: 4 x --max-body, at least 268435456)"},
     {"--job-history", "CONVD_JOB_HISTORY", OPT_TYPE_INT, OFF(job_history),
      "finished jobs kept (default 100)"},
     {"--drain-timeout", "CONVD_DRAIN_TIMEOUT", OPT_TYPE_DOUBLE, OFF(drain_timeout),
@@ -53,6 +59,16 @@ static const struct opt opts[] = {
      "seconds between keep-alive comments on a quiet SSE stream (default 15)"},
     {"--max-connections", "CONVD_MAX_CONNECTIONS", OPT_TYPE_INT, OFF(max_connections),
      "concurrent connections (default 512)"},
+    {"--max-connections-per-ip", "CONVD_MAX_CONNECTIONS_PER_IP", OPT_TYPE_INT,
+     OFF(max_connections_per_ip),
+     "connections one client address may hold before its requests get 503 (default: "
+     "--max-connections / 4; loopback, where a proxy connects from, is exempt)"},
+    {"--header-timeout", "CONVD_HEADER_TIMEOUT", OPT_TYPE_DOUBLE, OFF(header_timeout),
+     "seconds a client has to send its request headers before a 408 (default 10)"},
+    {"--min-rate", "CONVD_MIN_RATE", OPT_TYPE_INT64, OFF(min_rate),
+     "bytes a second a request body must arrive at, beyond --header-timeout (default 16384)"},
+    {"--idle-timeout", "CONVD_IDLE_TIMEOUT", OPT_TYPE_DOUBLE, OFF(idle_timeout),
+     "seconds a connection may stay quiet before it is closed (default 30; streams are exempt)"},
     {"--log-format", "CONVD_LOG_FORMAT", OPT_TYPE_LOGFMT, OFF(log_format),
      "json (default) or text"},
     {"--token-file", "CONVD_TOKEN_FILE", OPT_TYPE_STRING, OFF(token_file),
@@ -61,6 +77,24 @@ static const struct opt opts[] = {
     {"--tls-cert", "CONVD_TLS_CERT", OPT_TYPE_STRING, OFF(tls_cert),
      "PEM certificate: serve HTTPS (with --tls-key)"},
     {"--tls-key", "CONVD_TLS_KEY", OPT_TYPE_STRING, OFF(tls_key), "PEM private key for --tls-cert"},
+    {"--store", "CONVD_STORE", OPT_TYPE_STRING, OFF(store),
+     "where jobs are kept: sqlite:PATH, memory or postgres://... (default "
+     "sqlite:convd-data/convd.db)"},
+    {"--store-sync", "CONVD_STORE_SYNC", OPT_TYPE_STRING, OFF(store_sync),
+     "normal (survives a crash; default) or full (also power loss: fsync every commit)"},
+    {"--store-memory-max", "CONVD_STORE_MEMORY_MAX", OPT_TYPE_INT64, OFF(store_memory_max),
+     "bytes the memory store may hold (default 268435456); oldest finished jobs go first"},
+    {"--checkpoint-every", "CONVD_CHECKPOINT_EVERY", OPT_TYPE_DOUBLE, OFF(checkpoint_every),
+     "seconds between checkpoints of a training job (default 1; 0 = none)"},
+    {"--max-attempts", "CONVD_MAX_ATTEMPTS", OPT_TYPE_INT, OFF(max_attempts),
+     "runs of one job (resumes after crashes included) before it fails (default 3)"},
+    {"--job-ttl", "CONVD_JOB_TTL", OPT_TYPE_DOUBLE, OFF(job_ttl),
+     "seconds a finished job is kept (default 0 = no age limit; --job-history still applies)"},
+    {"--lease", "CONVD_LEASE", OPT_TYPE_DOUBLE, OFF(lease),
+     "seconds a running job's lease lasts between renewals (default 5)"},
+    {"--tls-priorities", "CONVD_TLS_PRIORITIES", OPT_TYPE_STRING, OFF(tls_priorities),
+     "GnuTLS priority string (default: TLS 1.2 and 1.3 only, forward-secret AEAD suites: "
+     "ECDHE with AES-GCM or ChaCha20-Poly1305)"},
 };
 
 static void print_help(void) {
@@ -163,11 +197,25 @@ int cv_config_load(struct cv_config *cfg, int argc, char **argv, enum cv_config_
         .max_body = 64LL << 20,
         .max_elements = 16LL << 20,
         .max_steps = 100000,
+        .max_macs = 4000000000LL,
+        .memory_budget = 0, /* derived below */
         .job_history = 100,
         .drain_timeout = 25,
         .heartbeat = 15,
         .max_connections = 512,
+        .max_connections_per_ip = 0, /* derived below */
+        .header_timeout = 10,
+        .min_rate = 16384,
+        .idle_timeout = 30,
         .log_format = CV_LOG_FORMAT_JSON,
+        .store = "sqlite:convd-data/convd.db",
+        .store_sync = "normal",
+        .store_memory_max = 256LL << 20,
+        .checkpoint_every = 1,
+        .max_attempts = 3,
+        .job_ttl = 0,
+        .lease = 5,
+        .tls_priorities = CV_TLS_PRIORITIES_DEFAULT,
     };
     *outcome = CV_CONFIG_OUTCOME_RUN;
     const size_t n_opts = sizeof opts / sizeof opts[0];
@@ -218,6 +266,22 @@ int cv_config_load(struct cv_config *cfg, int argc, char **argv, enum cv_config_
         fprintf(stderr, "convd: --tls-cert and --tls-key go together\n");
         return CV_EINVAL;
     }
+    if (strcmp(cfg->store_sync, "normal") != 0 && strcmp(cfg->store_sync, "full") != 0) {
+        fprintf(stderr, "convd: --store-sync must be normal or full\n");
+        return CV_EINVAL;
+    }
+    if (cfg->lease < 0.5) {
+        fprintf(stderr, "convd: --lease must be at least 0.5 seconds\n");
+        return CV_EINVAL;
+    }
+    if (cfg->max_connections_per_ip == 0)
+        cfg->max_connections_per_ip = cfg->max_connections / 4 > 0 ? cfg->max_connections / 4 : 1;
+    if (cfg->header_timeout <= 0 || cfg->idle_timeout < 1) {
+        fprintf(stderr, "convd: --header-timeout must be > 0 and --idle-timeout >= 1\n");
+        return CV_EINVAL;
+    }
+    if (cfg->memory_budget == 0)
+        cfg->memory_budget = 4 * cfg->max_body > (256LL << 20) ? 4 * cfg->max_body : 256LL << 20;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     if (cores < 1)
         cores = 1;

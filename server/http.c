@@ -4,6 +4,7 @@
  * MHD runs one thread per connection (MHD_USE_THREAD_PER_CONNECTION), so handlers and stream
  * readers may block on a job's condition variable; see notes/api.md §5 for why. */
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <poll.h>
@@ -12,6 +13,8 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "server.h"
 
@@ -123,6 +126,21 @@ int cv_http_reply_status(struct MHD_Connection *conn, struct cv_req *req, int st
     }
     cv_api_error_set(&err, 500, "internal", NULL, "internal error: %s", cv_status_str(status));
     return cv_http_reply_problem(conn, req, &err);
+}
+
+int cv_http_reply_store_error(struct MHD_Connection *conn, struct cv_req *req, int store_status) {
+    struct cv_api_error err;
+    cv_api_error_set(&err, 503, "store_unavailable", NULL,
+                     "the job store is unavailable (%s); retry later",
+                     cv_store_status_str(store_status));
+    char extra[700];
+    size_t n = (size_t)snprintf(extra, sizeof extra, "\"request_id\":\"%s\",\"reason\":\"",
+                                req->request_id);
+    n = cv_log_json_escape(extra, sizeof extra, n, cv_store_errmsg());
+    snprintf(extra + n, sizeof extra - n, "\"");
+    cv_log_msg("error", "store unavailable", extra);
+    static const char *const headers[] = {"Retry-After", "2", NULL};
+    return reply_problem_headers(conn, req, &err, headers);
 }
 
 bool cv_http_client_gone(struct MHD_Connection *conn) {
@@ -285,14 +303,23 @@ static bool check_headers(struct MHD_Connection *conn, struct cv_req *req, const
     return false;
 }
 
-/* Bytes of request bodies held by all connections at once. Each body is capped by --max-body,
- * but hundreds of connections uploading at once could still exhaust memory: past this budget
- * new bodies are refused with 503 (retry later) instead. */
+/* Bytes of request bodies and replies held by all connections at once. Each body is capped by
+ * --max-body, but hundreds of connections uploading at once (or asking for large outputs) could
+ * still exhaust memory: past this budget (--memory-budget) new work is refused with 503 (retry
+ * later) instead. */
 static atomic_int_fast64_t bodies_held;
 
 static int64_t bodies_budget(void) {
-    int64_t budget = 4 * cv_srv.cfg.max_body;
-    return budget < (256LL << 20) ? (256LL << 20) : budget;
+    return cv_srv.cfg.memory_budget;
+}
+
+bool cv_http_reserve(struct cv_req *req, int64_t bytes) {
+    if (atomic_fetch_add(&bodies_held, bytes) + bytes > bodies_budget()) {
+        atomic_fetch_sub(&bodies_held, bytes);
+        return false;
+    }
+    req->reserved += bytes;
+    return true;
 }
 
 /* Releases a request's body and its share of the budget. */
@@ -342,6 +369,18 @@ static void take_body(struct cv_req *req, const char *data, size_t size) {
     req->body[req->body_len] = '\0';
 }
 
+/* The path of a request target: an absolute-form target ("http://host:port/path", which
+ * RFC 9112 §3.2.2 says a server must accept) is routed like its origin form "/path". */
+static const char *origin_form(const char *url) {
+    size_t scheme = strncasecmp(url, "http://", 7) == 0    ? 7
+                    : strncasecmp(url, "https://", 8) == 0 ? 8
+                                                           : 0;
+    if (scheme == 0)
+        return url;
+    const char *path = strchr(url + scheme, '/');
+    return path != NULL ? path : "/";
+}
+
 static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url,
                                       const char *method, const char *version,
                                       const char *upload_data, size_t *upload_data_size,
@@ -355,10 +394,26 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
         *req_cls = req;
         req->t0_ms = cv_now_ms();
         snprintf(req->method, sizeof req->method, "%s", method);
-        snprintf(req->path, sizeof req->path, "%s", url);
+        snprintf(req->path, sizeof req->path, "%s", origin_form(url));
         set_request_id(conn, req);
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+        long long expect = cl != NULL ? strtoll(cl, NULL, 10) : 0;
+        if (expect < 0 || expect > cv_srv.cfg.max_body)
+            expect = cv_srv.cfg.max_body;
+        bool over = cv_guard_request_begin(conn, expect);
         if (check_headers(conn, req, method, &ret))
             return (enum MHD_Result)ret;
+        if (over && !(req->route->flags & CV_ROUTE_FLAGS_PROBE)) {
+            /* Admitted past --max-connections or --max-connections-per-ip: only the probes are
+             * served, everyone else hears when to come back. */
+            struct cv_api_error err;
+            cv_api_error_set(&err, 503, "too_many_connections", NULL,
+                             "this daemon serves at most %d connections (%d per client address); "
+                             "retry later",
+                             cv_srv.cfg.max_connections, cv_srv.cfg.max_connections_per_ip);
+            const char *headers[] = {"Retry-After", "1", "Connection", "close", NULL};
+            return (enum MHD_Result)reply_problem_headers(conn, req, &err, headers);
+        }
         return MHD_YES;
     }
     if (req->replied) {
@@ -370,6 +425,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
         *upload_data_size = 0;
         return MHD_YES;
     }
+    cv_guard_request_ready(conn); /* the whole request is in */
     if (req->over_budget)
         return (enum MHD_Result)cv_http_reply_status(conn, req, CV_ENOMEM);
     if (req->body_too_large) {
@@ -385,6 +441,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
 static void request_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
                               enum MHD_RequestTerminationCode toe) {
     struct cv_req *req = *req_cls;
+    cv_guard_request_done(conn);
     if (req == NULL)
         return;
     uint64_t streamed = atomic_load(&req->stream_bytes);
@@ -402,6 +459,7 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **req
     cv_metrics_request(req->route != NULL ? req->route->path : "unmatched", req->status,
                        line.duration_ms / 1000.0);
     drop_body(req);
+    atomic_fetch_sub(&bodies_held, req->reserved);
     free(req);
     *req_cls = NULL;
 }
@@ -453,30 +511,36 @@ static bool is_loopback(const struct sockaddr_storage *a) {
     return false;
 }
 
-/* Reads a whole (small) file into a NUL-terminated malloc'd string; NULL on failure. */
+/* Reads a whole (small, <= 1 MiB) file into a NUL-terminated malloc'd string; NULL on failure.
+ * Read with read(2) straight into one buffer sized from fstat, so no copy of a private key is
+ * left behind in stdio buffers or in blocks a realloc freed: the caller wipes this one. */
 static char *read_file(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
         return NULL;
+    struct stat st;
     char *data = NULL;
-    size_t len = 0, cap = 0, got;
-    do {
-        if (len + 4096 + 1 > cap) {
-            cap = cap ? 2 * cap : 8192;
-            char *d = realloc(data, cap);
-            if (d == NULL) {
-                free(data);
-                fclose(f);
-                return NULL;
-            }
-            data = d;
-        }
-        got = fread(data + len, 1, 4096, f);
-        len += got;
-    } while (got > 0 && len < (1u << 20));
-    fclose(f);
-    data[len] = '\0';
+    if (fstat(fd, &st) == 0 && st.st_size >= 0 && st.st_size <= (1 << 20))
+        data = malloc((size_t)st.st_size + 1);
+    size_t len = 0;
+    while (data != NULL && len < (size_t)st.st_size) {
+        ssize_t n = read(fd, data + len, (size_t)st.st_size - len);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    close(fd);
+    if (data != NULL)
+        data[len] = '\0';
     return data;
+}
+
+/* Wipes and frees a PEM string read by read_file; NULL-safe. */
+static void free_secret(char *s) {
+    if (s == NULL)
+        return;
+    explicit_bzero(s, strlen(s));
+    free(s);
 }
 
 /* Logs an error line naming a file or address. */
@@ -504,27 +568,39 @@ int cv_http_start(struct cv_server *srv, int *port) {
                      MHD_USE_ERROR_LOG | MHD_USE_POLL;
     if (v6)
         flags |= MHD_USE_IPv6;
-    struct MHD_OptionItem tls[3] = {{MHD_OPTION_END, 0, NULL}};
+    struct MHD_OptionItem tls[4] = {{MHD_OPTION_END, 0, NULL}};
+    char *cert = NULL, *key = NULL;
     if (srv->cfg.tls_cert[0] != '\0') {
-        /* libmicrohttpd keeps pointers to these PEM strings for the daemon's lifetime. */
-        static char *cert, *key;
+        /* libmicrohttpd reads these PEM strings only while MHD_start_daemon loads them into
+         * GnuTLS (MHD_init_daemon_certificate); they are wiped and freed right after. */
         cert = read_file(srv->cfg.tls_cert);
         key = read_file(srv->cfg.tls_key);
         if (cert == NULL || key == NULL) {
             log_error_with("cannot read the TLS certificate or key", "file",
                            cert == NULL ? srv->cfg.tls_cert : srv->cfg.tls_key);
+            free_secret(cert);
+            free_secret(key);
             return CV_EINVAL;
         }
         flags |= MHD_USE_TLS;
         tls[0] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, cert};
         tls[1] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, key};
+        tls[2] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0, srv->cfg.tls_priorities};
     }
     srv->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, access_handler, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED,
-        request_completed, srv, MHD_OPTION_CONNECTION_LIMIT, (unsigned)srv->cfg.max_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, 60u, MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024),
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
+        request_completed, srv, MHD_OPTION_NOTIFY_CONNECTION, cv_guard_notify, srv,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)cv_guard_hard_limit(&srv->cfg),
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)srv->cfg.idle_timeout,
+        MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024), MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
+        MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
+    free_secret(key);
+    free_secret(cert);
+    if (srv->daemon != NULL && cv_guard_start(srv->cfg.tls_cert[0] != '\0') != CV_OK) {
+        MHD_stop_daemon(srv->daemon);
+        srv->daemon = NULL;
+    }
     if (srv->daemon == NULL) {
         log_error_with("cannot start serving (address in use, or a bad TLS certificate or key?)",
                        "listen", srv->cfg.listen);

@@ -33,6 +33,10 @@ static double duration_sum;
 static uint64_t duration_count;
 static uint64_t jobs_done[2][6]; /* [kind][state] */
 static atomic_uint_fast64_t train_steps;
+/* the store (issue 11): claims and their latency, errors, resumed jobs */
+static uint64_t claims;      /* guarded by mu */
+static double claim_seconds; /* guarded by mu */
+static atomic_uint_fast64_t store_errors, resumes;
 
 void cv_metrics_request(const char *route, int code, double seconds) {
     pthread_mutex_lock(&mu);
@@ -56,6 +60,21 @@ void cv_metrics_job_done(enum cv_job_kind kind, enum cv_job_state state) {
     pthread_mutex_lock(&mu);
     jobs_done[kind][state]++;
     pthread_mutex_unlock(&mu);
+}
+
+void cv_metrics_store_claim(double seconds) {
+    pthread_mutex_lock(&mu);
+    claims++;
+    claim_seconds += seconds;
+    pthread_mutex_unlock(&mu);
+}
+
+void cv_metrics_store_error(void) {
+    atomic_fetch_add(&store_errors, 1);
+}
+
+void cv_metrics_store_resume(void) {
+    atomic_fetch_add(&resumes, 1);
 }
 
 void cv_metrics_train_step(void) {
@@ -133,7 +152,30 @@ char *cv_metrics_render(struct cv_pool *pool, size_t *len) {
         for (size_t s = 0; s < sizeof finals / sizeof finals[0]; s++)
             put(&t, "convd_jobs_total{kind=\"%s\",status=\"%s\"} %llu\n", kinds[k],
                 cv_job_state_name(finals[s]), (unsigned long long)jobs_done[k][finals[s]]);
+    put(&t,
+        "# HELP convd_store_claim_seconds Time of the store's claims that took a job (the "
+        "claim statement; with PostgreSQL a round trip to the server).\n"
+        "# TYPE convd_store_claim_seconds summary\n"
+        "convd_store_claim_seconds_sum %.6f\nconvd_store_claim_seconds_count %llu\n",
+        claim_seconds, (unsigned long long)claims);
     pthread_mutex_unlock(&mu);
+    put(&t,
+        "# HELP convd_store_errors_total Store calls that failed (unavailable, out of space or "
+        "memory).\n# TYPE convd_store_errors_total counter\nconvd_store_errors_total %llu\n"
+        "# HELP convd_store_resumes_total Jobs this process resumed from a checkpoint (another "
+        "attempt).\n# TYPE convd_store_resumes_total counter\nconvd_store_resumes_total %llu\n",
+        (unsigned long long)atomic_load(&store_errors), (unsigned long long)atomic_load(&resumes));
+    /* The whole store's queue (with PostgreSQL: the fleet's), read now; left out while the
+       store does not answer. */
+    int64_t fleet_queued = 0, fleet_running = 0;
+    if (cv_store_job_count(cv_srv.store, CV_STORE_JOB_QUEUED, &fleet_queued) == CV_STORE_OK &&
+        cv_store_job_count(cv_srv.store, CV_STORE_JOB_RUNNING, &fleet_running) == CV_STORE_OK)
+        put(&t,
+            "# HELP convd_store_jobs Jobs in the store by status (every replica's, with "
+            "PostgreSQL).\n# TYPE convd_store_jobs gauge\n"
+            "convd_store_jobs{status=\"queued\"} %lld\nconvd_store_jobs{status=\"running\"} "
+            "%lld\n",
+            (long long)fleet_queued, (long long)fleet_running);
     int queued = 0, running = 0;
     cv_pool_counts(pool, &queued, &running);
     put(&t,

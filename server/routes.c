@@ -1,5 +1,7 @@
 /* Route table and handlers. Handlers run on the connection's thread with the whole body read;
  * compute always goes to the worker pool. */
+#include <errno.h>
+#include <math.h>
 #include <microhttpd.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -10,7 +12,7 @@
 #include "server.h"
 
 /* Milliseconds between checks that a waiting client is still there. */
-#define WAIT_SLICE_MS 200
+#define WAIT_SLICE_MS 50
 
 static struct cv_api_limits limits(void) {
     return (struct cv_api_limits){cv_srv.cfg.max_elements, cv_srv.cfg.max_steps};
@@ -47,12 +49,49 @@ static int64_t corr2d_macs(const struct cv_corr2d_request *r) {
     return cv_tensor_numel(&r->y) * r->k.c * r->k.h * r->k.w;
 }
 
+/* Multiply-adds of one training step: the forward pass and the kernel gradient. */
+static int64_t train_step_macs(const struct cv_train_request *r) {
+    return 2 * cv_tensor_numel(&r->y) * r->weight.c * r->weight.h * r->weight.w;
+}
+
+/* Refuses work of more than --max-macs multiply-adds with 422 too_expensive before it is queued,
+ * so one request cannot hold a worker for minutes. Returns true when the reply was queued. */
+static bool refuse_if_costly(struct MHD_Connection *conn, struct cv_req *req, int64_t macs,
+                             const char *what, int *ret) {
+    if (macs <= cv_srv.cfg.max_macs)
+        return false;
+    struct cv_api_error err;
+    cv_api_error_set(&err, 422, "too_expensive", "/kernel",
+                     "%s needs %.3g multiply-adds; this daemon takes at most %.3g (--max-macs): "
+                     "use a smaller input or kernel",
+                     what, (double)macs, (double)cv_srv.cfg.max_macs);
+    *ret = cv_http_reply_problem(conn, req, &err);
+    return true;
+}
+
+/* Bytes a /corr2d reply holds: the output tensor and its rendered text (at most ~16 bytes an
+ * element as JSON numbers). */
+static int64_t corr2d_reply_bytes(const struct cv_corr2d_request *r) {
+    return cv_tensor_numel(&r->y) * (int64_t)(sizeof(float) + 16);
+}
+
+#define NON_FINITE_DETAIL                                                                          \
+    "the output overflowed float32 (an element is infinite or NaN); scale the input or kernel "    \
+    "down"
+
 /* Replies to a parsed /corr2d: the result, or the status of a failed run. */
 static int reply_corr2d(struct MHD_Connection *conn, struct cv_req *req,
                         struct cv_corr2d_request *r, int status, double t_parse, double t_queue,
                         double t_compute) {
     if (status != CV_OK)
         return cv_http_reply_status(conn, req, status);
+    if (!cv_tensor_all_finite(&r->y)) {
+        /* float32 overflow (or inf - inf): an error with a code, as a diverged training is,
+         * never null elements or an inf in base64. */
+        struct cv_api_error err;
+        cv_api_error_set(&err, 422, "non_finite_output", "/input", "%s", NON_FINITE_DETAIL);
+        return cv_http_reply_problem(conn, req, &err);
+    }
     double t_render = cv_now_ms();
     size_t len = 0;
     char *body = cv_api_corr2d_reply_dump(r, &len);
@@ -85,7 +124,7 @@ static int corr2d_inline(struct MHD_Connection *conn, struct cv_req *req,
 }
 
 static int handle_corr2d(struct MHD_Connection *conn, struct cv_req *req) {
-    int ret;
+    int ret = MHD_NO;
     if (refuse_if_draining(conn, req, &ret))
         return ret;
     struct cv_api_limits lim = limits();
@@ -95,6 +134,11 @@ static int handle_corr2d(struct MHD_Connection *conn, struct cv_req *req) {
     if (cv_api_corr2d_parse(req->body, req->body_len, &lim, &parsed, &err) != CV_OK)
         return cv_http_reply_problem(conn, req, &err);
     t_parse = cv_now_ms() - t_parse;
+    if (refuse_if_costly(conn, req, corr2d_macs(&parsed), "this corr2d", &ret) ||
+        !cv_http_reserve(req, corr2d_reply_bytes(&parsed))) {
+        cv_api_corr2d_request_free(&parsed);
+        return req->replied ? ret : cv_http_reply_status(conn, req, CV_ENOMEM);
+    }
     if (corr2d_macs(&parsed) <= CV_INLINE_MACS_MAX)
         return corr2d_inline(conn, req, &parsed, t_parse);
     struct cv_job *job;
@@ -156,25 +200,41 @@ static int handle_train(struct MHD_Connection *conn, struct cv_req *req) {
     struct cv_api_error err;
     if (cv_api_train_parse(req->body, req->body_len, &lim, &parsed, &err) != CV_OK)
         return cv_http_reply_problem(conn, req, &err);
+    if (refuse_if_costly(conn, req, train_step_macs(&parsed), "one training step", &ret)) {
+        cv_api_train_request_free(&parsed);
+        return ret;
+    }
     bool stream = parsed.stream;
+    if (!cv_pool_admits(cv_srv.pool)) { /* refuse before storing anything */
+        cv_api_train_request_free(&parsed);
+        return cv_http_reply_status(conn, req, CV_EAGAIN);
+    }
     struct cv_job *job;
     int rc = cv_job_new(CV_JOB_KIND_TRAIN, &parsed, true, &job);
     if (rc != CV_OK) {
         cv_api_train_request_free(&parsed);
         return cv_http_reply_status(conn, req, rc);
     }
+    job->resumable = false; /* its client is attached to this process */
     snprintf(req->job_id, sizeof req->job_id, "%s", job->id);
     /* The start event goes first, before the job can run, so every reader sees it first. */
     size_t len = 0;
     char *start = cv_api_event_start_dump(&job->train, job->id, &len);
-    cv_job_push_event(job, "start", start, len, false);
+    cv_job_push_event(job, "start", start, len);
+    rc = cv_job_register(job, false);
+    if (rc != CV_OK) {
+        cv_job_unref(job);
+        return rc == CV_EAGAIN ? cv_http_reply_store_error(conn, req, CV_STORE_UNAVAILABLE)
+                               : cv_http_reply_status(conn, req, rc);
+    }
     rc = cv_job_submit(job, cv_srv.pool);
     if (rc != CV_OK) {
+        cv_job_unregister(job);
         cv_job_unref(job);
         return cv_http_reply_status(conn, req, rc);
     }
     if (stream) {
-        ret = cv_stream_reply(conn, req, job, 0, wants_sse(conn), true);
+        ret = cv_stream_reply(conn, req, job->id, job, 0, wants_sse(conn), true);
     } else if (!wait_job(conn, req, job)) {
         ret = MHD_NO;
     } else {
@@ -201,8 +261,17 @@ static int handle_healthz(struct MHD_Connection *conn, struct cv_req *req) {
 static int handle_readyz(struct MHD_Connection *conn, struct cv_req *req) {
     static const char ready[] = "{\"status\":\"ready\"}";
     static const char draining[] = "{\"status\":\"draining\"}";
+    static const char store[] = "{\"status\":\"store_unavailable\"}";
     if (atomic_load(&cv_srv.draining))
         return cv_http_reply(conn, req, 503, "application/json", draining, sizeof draining - 1);
+    /* Not ready while the store fails: a write failed (disk full) or it does not answer. */
+    int st = cv_store_ping(cv_srv.store);
+    if (st == CV_STORE_OK && !atomic_load(&cv_srv.store_ok))
+        cv_store_health(st); /* the ping wrote successfully: the disk has room again */
+    if (st != CV_STORE_OK) {
+        cv_store_health(st);
+        return cv_http_reply(conn, req, 503, "application/json", store, sizeof store - 1);
+    }
     return cv_http_reply(conn, req, 200, "application/json", ready, sizeof ready - 1);
 }
 
@@ -219,6 +288,13 @@ static char *job_dump(struct cv_job *job, size_t *len) {
     return body;
 }
 
+static char *row_dump(const struct cv_store_job *row, size_t *len) {
+    char times[3][40];
+    struct cv_api_job_view v;
+    cv_job_view_row(row, &v, times);
+    return cv_api_job_dump(&v, true, len);
+}
+
 /* Replies with a rendered job resource (status 200 or 202), taking ownership of body;
  * location, when not NULL, becomes the Location header. */
 static int reply_job_body(struct MHD_Connection *conn, struct cv_req *req, char *body, size_t len,
@@ -230,13 +306,6 @@ static int reply_job_body(struct MHD_Connection *conn, struct cv_req *req, char 
     return cv_http_reply_take(conn, req, status, "application/json", body, len);
 }
 
-static int reply_job(struct MHD_Connection *conn, struct cv_req *req, struct cv_job *job,
-                     int status, const char *location) {
-    size_t len = 0;
-    char *body = job_dump(job, &len);
-    return reply_job_body(conn, req, body, len, status, location);
-}
-
 static int handle_job_create(struct MHD_Connection *conn, struct cv_req *req) {
     int ret;
     if (refuse_if_draining(conn, req, &ret))
@@ -246,6 +315,9 @@ static int handle_job_create(struct MHD_Connection *conn, struct cv_req *req) {
     enum cv_api_job_kind kind;
     if (cv_api_job_kind_peek(req->body, req->body_len, &kind, &err) != CV_OK)
         return cv_http_reply_problem(conn, req, &err);
+    /* --queue bounds the jobs this process accepted and has not started. */
+    if (cv_jobs_queued() >= cv_srv.cfg.queue)
+        return cv_http_reply_status(conn, req, CV_EAGAIN);
     struct cv_corr2d_request c;
     struct cv_train_request t;
     struct cv_job *job;
@@ -253,12 +325,20 @@ static int handle_job_create(struct MHD_Connection *conn, struct cv_req *req) {
     if (kind == CV_API_JOB_KIND_TRAIN) {
         if (cv_api_train_parse(req->body, req->body_len, &lim, &t, &err) != CV_OK)
             return cv_http_reply_problem(conn, req, &err);
+        if (refuse_if_costly(conn, req, train_step_macs(&t), "one training step", &ret)) {
+            cv_api_train_request_free(&t);
+            return ret;
+        }
         rc = cv_job_new(CV_JOB_KIND_TRAIN, &t, true, &job);
         if (rc != CV_OK)
             cv_api_train_request_free(&t);
     } else {
         if (cv_api_corr2d_parse(req->body, req->body_len, &lim, &c, &err) != CV_OK)
             return cv_http_reply_problem(conn, req, &err);
+        if (refuse_if_costly(conn, req, corr2d_macs(&c), "this corr2d", &ret)) {
+            cv_api_corr2d_request_free(&c);
+            return ret;
+        }
         rc = cv_job_new(CV_JOB_KIND_CORR2D, &c, true, &job);
         if (rc != CV_OK)
             cv_api_corr2d_request_free(&c);
@@ -269,16 +349,17 @@ static int handle_job_create(struct MHD_Connection *conn, struct cv_req *req) {
     if (kind == CV_API_JOB_KIND_TRAIN) {
         size_t len = 0;
         char *start = cv_api_event_start_dump(&job->train, job->id, &len);
-        cv_job_push_event(job, "start", start, len, false);
+        cv_job_push_event(job, "start", start, len);
     }
     /* The reply shows the job as accepted, "queued", whatever the worker does next. */
     size_t len = 0;
     char *body = job_dump(job, &len);
-    rc = cv_job_submit(job, cv_srv.pool);
+    rc = cv_job_register(job, true);
     if (rc != CV_OK) {
         free(body);
         cv_job_unref(job);
-        return cv_http_reply_status(conn, req, rc);
+        return rc == CV_EAGAIN ? cv_http_reply_store_error(conn, req, CV_STORE_UNAVAILABLE)
+                               : cv_http_reply_status(conn, req, rc);
     }
     char location[64];
     snprintf(location, sizeof location, "/jobs/%s", job->id);
@@ -329,68 +410,188 @@ static int handle_job_list(struct MHD_Connection *conn, struct cv_req *req) {
                                    "status must be one of queued, running, succeeded, failed, "
                                    "cancelling, cancelled");
     }
-    struct cv_job **jobs = calloc((size_t)limit, sizeof *jobs);
-    struct cv_api_job_view *views = calloc((size_t)limit, sizeof *views);
-    char(*times)[3][40] = calloc((size_t)limit, sizeof *times);
-    size_t n = jobs && views && times ? cv_jobs_list(state, jobs, (size_t)limit) : 0;
+    /* The store lists every job; live ones are shown as this process sees them (fresher). */
+    static const int to_store[] = {
+        [CV_JOB_STATE_QUEUED] = CV_STORE_JOB_QUEUED,
+        [CV_JOB_STATE_RUNNING] = CV_STORE_JOB_RUNNING,
+        [CV_JOB_STATE_SUCCEEDED] = CV_STORE_JOB_SUCCEEDED,
+        [CV_JOB_STATE_FAILED] = CV_STORE_JOB_FAILED,
+        [CV_JOB_STATE_CANCELLING] = CV_STORE_JOB_RUNNING,
+        [CV_JOB_STATE_CANCELLED] = CV_STORE_JOB_CANCELLED,
+    };
+    struct cv_store_query q = {.status = state < 0 ? -1 : to_store[state], .limit = (size_t)limit};
+    struct cv_store_job *rows = NULL;
+    size_t n = 0;
+    int st = cv_store_job_list(cv_srv.store, &q, &rows, &n);
+    cv_store_health(st);
+    if (st != CV_STORE_OK)
+        return cv_http_reply_store_error(conn, req, st);
+    struct cv_job **live = calloc(n ? n : 1, sizeof *live);
+    struct cv_api_job_view *views = calloc(n ? n : 1, sizeof *views);
+    char(*times)[3][40] = calloc(n ? n : 1, sizeof *times);
+    char(*details)[sizeof live[0]->error_detail] = calloc(n ? n : 1, sizeof *details);
     char *body = NULL;
-    size_t len = 0;
-    if (jobs && views && times) {
+    size_t len = 0, m = 0;
+    if (live && views && times && details) {
         for (size_t i = 0; i < n; i++)
-            pthread_mutex_lock(&jobs[i]->mu);
+            live[i] = cv_jobs_find(rows[i].id);
+        /* A live job's view is copied under its own lock, one job at a time, and rendered
+         * after every lock is released: a worker stepping a job never waits for the whole
+         * list. The view's strings are the job's immutable id, static names, and copies. */
+        for (size_t i = 0; i < n; i++) {
+            if (live[i] != NULL) {
+                pthread_mutex_lock(&live[i]->mu);
+                cv_job_view_locked(live[i], &views[m], times[m]);
+                if (views[m].error_detail != NULL) {
+                    snprintf(details[m], sizeof details[m], "%s", views[m].error_detail);
+                    views[m].error_detail = details[m];
+                }
+                views[m].result_json = NULL; /* lists leave the result out */
+                pthread_mutex_unlock(&live[i]->mu);
+            } else {
+                cv_job_view_row(&rows[i], &views[m], times[m]);
+            }
+            /* cancelling is running with a cancel request: filter on what is shown */
+            if (state < 0 || strcmp(views[m].status, cv_job_state_name(state)) == 0)
+                m++;
+        }
+        body = cv_api_job_list_dump(views, m, &len);
         for (size_t i = 0; i < n; i++)
-            cv_job_view_locked(jobs[i], &views[i], times[i]);
-        body = cv_api_job_list_dump(views, n, &len);
-        for (size_t i = 0; i < n; i++)
-            pthread_mutex_unlock(&jobs[i]->mu);
+            cv_job_unref(live[i]);
     }
-    for (size_t i = 0; i < n; i++)
-        cv_job_unref(jobs[i]);
-    free(jobs);
+    free(live);
     free(views);
     free(times);
+    cv_store_jobs_free(rows, n);
+    free(details);
     int ret = body ? cv_http_reply(conn, req, 200, "application/json", body, len)
                    : cv_http_reply_status(conn, req, CV_ENOMEM);
     free(body);
     return ret;
 }
 
-/* Looks up the job named by the path; replies 404 and returns NULL when there is none. */
-static struct cv_job *find_job(struct MHD_Connection *conn, struct cv_req *req, int *ret) {
-    struct cv_job *job = cv_jobs_find(req->path_id);
-    if (job == NULL) {
-        struct cv_api_error err;
-        cv_api_error_set(&err, 404, "not_found", NULL,
-                         "no job %s (finished jobs are kept up to --job-history)", req->path_id);
-        *ret = cv_http_reply_problem(conn, req, &err);
-        return NULL;
+static int reply_not_found(struct MHD_Connection *conn, struct cv_req *req) {
+    struct cv_api_error err;
+    cv_api_error_set(&err, 404, "not_found", NULL,
+                     "no job %s (finished jobs are kept up to --job-history and --job-ttl)",
+                     req->path_id);
+    return cv_http_reply_problem(conn, req, &err);
+}
+
+/* Looks up the job named by the path: live (*job, referenced) or stored (*row, loaded with
+ * flags). Replies 404 or 503 and returns false when neither. */
+static bool find_job(struct MHD_Connection *conn, struct cv_req *req, unsigned flags,
+                     struct cv_job **job, struct cv_store_job *row, int *ret) {
+    memset(row, 0, sizeof *row);
+    *job = cv_jobs_find(req->path_id);
+    if (*job != NULL) {
+        snprintf(req->job_id, sizeof req->job_id, "%s", (*job)->id);
+        return true;
     }
-    snprintf(req->job_id, sizeof req->job_id, "%s", job->id);
-    return job;
+    int st = cv_store_job_get(cv_srv.store, req->path_id, flags, row);
+    if (st == CV_STORE_OK) {
+        /* It may have become live between the two looks: prefer the live job. */
+        *job = cv_jobs_find(req->path_id);
+        snprintf(req->job_id, sizeof req->job_id, "%s", row->id);
+        return true;
+    }
+    cv_store_health(st);
+    *ret = st == CV_STORE_NOT_FOUND ? reply_not_found(conn, req)
+                                    : cv_http_reply_store_error(conn, req, st);
+    return false;
 }
 
 static int handle_job_get(struct MHD_Connection *conn, struct cv_req *req) {
     int ret;
-    struct cv_job *job = find_job(conn, req, &ret);
-    if (job == NULL)
+    struct cv_job *job;
+    struct cv_store_job row;
+    if (!find_job(conn, req, CV_STORE_LOAD_RESULT, &job, &row, &ret))
         return ret;
-    ret = reply_job(conn, req, job, 200, NULL);
+    size_t len = 0;
+    char *body = job ? job_dump(job, &len) : row_dump(&row, &len);
+    ret = reply_job_body(conn, req, body, len, 200, NULL);
     cv_job_unref(job);
+    cv_store_job_free(&row);
     return ret;
 }
 
 static int handle_job_delete(struct MHD_Connection *conn, struct cv_req *req) {
     int ret;
-    struct cv_job *job = find_job(conn, req, &ret);
-    if (job == NULL)
+    struct cv_job *job;
+    struct cv_store_job row;
+    if (!find_job(conn, req, 0, &job, &row, &ret))
         return ret;
-    pthread_mutex_lock(&job->mu);
-    bool terminal = job->terminal;
-    pthread_mutex_unlock(&job->mu);
-    if (!terminal)
-        cv_job_cancel(job);
-    ret = reply_job(conn, req, job, terminal ? 200 : 202, NULL);
+    bool terminal;
+    int64_t last_seq;
+    enum cv_job_kind kind;
+    if (job != NULL) {
+        pthread_mutex_lock(&job->mu);
+        terminal = job->terminal;
+        last_seq = job->base_seq + (int64_t)job->n_events - 1;
+        pthread_mutex_unlock(&job->mu);
+        kind = job->kind;
+    } else {
+        terminal = cv_store_job_status_terminal(row.status);
+        last_seq = row.last_seq;
+        kind = row.kind == CV_STORE_KIND_TRAIN ? CV_JOB_KIND_TRAIN : CV_JOB_KIND_CORR2D;
+    }
+    if (!terminal) {
+        /* A job still queued in the store ends now, cancelled, in one transaction; a running
+         * one gets a cancel request (its runner stops within a step). */
+        char done[200];
+        if (kind == CV_JOB_KIND_TRAIN)
+            snprintf(done, sizeof done,
+                     "{\"event\":\"done\",\"status\":\"cancelled\",\"steps\":0,\"loss\":null,"
+                     "\"final_loss\":null,\"weight\":null,\"bias\":null,\"elapsed_ms\":0}");
+        else
+            snprintf(done, sizeof done, "{\"event\":\"done\",\"status\":\"cancelled\"}");
+        struct cv_store_event ev = {last_seq + 1, 0, done, strlen(done)};
+        static const char result[] = "{\"status\":\"cancelled\"}";
+        struct cv_store_finish f = {.status = CV_STORE_JOB_CANCELLED,
+                                    .result = kind == CV_JOB_KIND_TRAIN ? result : NULL,
+                                    .result_len = kind == CV_JOB_KIND_TRAIN ? sizeof result - 1 : 0,
+                                    .events = &ev,
+                                    .n_events = 1,
+                                    .loss = NAN,
+                                    .elapsed_ms = 0};
+        enum cv_store_job_status after = CV_STORE_JOB_RUNNING;
+        int st = cv_store_job_cancel(cv_srv.store, req->path_id, &f, &after);
+        cv_store_health(st);
+        if (st != CV_STORE_OK && st != CV_STORE_NOT_FOUND) {
+            cv_job_unref(job);
+            cv_store_job_free(&row);
+            return cv_http_reply_store_error(conn, req, st);
+        }
+        if (job != NULL) {
+            cv_job_cancel(job); /* running here: stops at its next step */
+            /* Claimed a moment ago and not started: the dispatcher ends it as soon as it has
+             * its attempt; wait for that (briefly) so the reply shows it cancelled. */
+            pthread_mutex_lock(&job->mu);
+            bool pending = !job->terminal && job->state == CV_JOB_STATE_QUEUED;
+            pthread_mutex_unlock(&job->mu);
+            if (pending)
+                cv_job_wait_terminal(job, 2000);
+        }
+        if (job != NULL && st == CV_STORE_OK && after == CV_STORE_JOB_CANCELLED)
+            cv_job_retire_cancelled(job, done);
+        cv_job_unref(job);
+        job = cv_jobs_find(req->path_id);
+        cv_store_job_free(&row);
+        if (job == NULL && cv_store_job_get(cv_srv.store, req->path_id, CV_STORE_LOAD_RESULT,
+                                            &row) != CV_STORE_OK) {
+            cv_job_unref(job);
+            return reply_not_found(conn, req);
+        }
+    } else if (job == NULL) {
+        cv_store_job_free(&row);
+        if (cv_store_job_get(cv_srv.store, req->path_id, CV_STORE_LOAD_RESULT, &row) != CV_STORE_OK)
+            return reply_not_found(conn, req);
+    }
+    size_t len = 0;
+    char *body = job ? job_dump(job, &len) : row_dump(&row, &len);
+    ret = reply_job_body(conn, req, body, len, terminal ? 200 : 202, NULL);
     cv_job_unref(job);
+    cv_store_job_free(&row);
     return ret;
 }
 
@@ -402,23 +603,39 @@ static int handle_job_events(struct MHD_Connection *conn, struct cv_req *req) {
         return reply_bad_query(conn, req, "after", "after must be an event id (an integer >= 0)");
     const char *last = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Last-Event-ID");
     if (last != NULL && MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "after") == NULL) {
+        /* The same range as ?after= (an event id fits an int32): a huge id is refused, never
+         * carried into the size arithmetic below (after + 1 overflowed at INT64_MAX). */
         char *end;
+        errno = 0;
         long long n = strtoll(last, &end, 10);
-        if (*last != '\0' && *end == '\0' && n >= 0)
-            after = n;
+        if (*last == '\0' || *end != '\0' || errno != 0 || n < -1 || n > INT32_MAX) {
+            struct cv_api_error err;
+            cv_api_error_set(&err, 400, "invalid_header", NULL,
+                             "Last-Event-ID must be an event id (an integer from 0 to %d)",
+                             INT32_MAX);
+            return cv_http_reply_problem(conn, req, &err);
+        }
+        after = n;
     }
-    struct cv_job *job = find_job(conn, req, &ret);
-    if (job == NULL)
+    struct cv_job *job;
+    struct cv_store_job row;
+    if (!find_job(conn, req, 0, &job, &row, &ret))
         return ret;
-    size_t from = (size_t)(after + 1);
-    pthread_mutex_lock(&job->mu);
-    bool nothing_new = job->terminal && from >= job->n_events;
-    pthread_mutex_unlock(&job->mu);
+    int64_t from = after + 1;
+    bool nothing_new;
+    if (job != NULL) {
+        pthread_mutex_lock(&job->mu);
+        nothing_new = job->terminal && from > job->written_seq;
+        pthread_mutex_unlock(&job->mu);
+    } else {
+        nothing_new = cv_store_job_status_terminal(row.status) && from > row.last_seq;
+    }
     if (nothing_new) /* 204 tells EventSource to stop reconnecting */
         ret = cv_http_reply(conn, req, 204, "text/plain", "", 0);
     else
-        ret = cv_stream_reply(conn, req, job, from, wants_sse(conn), false);
+        ret = cv_stream_reply(conn, req, req->path_id, job, from, wants_sse(conn), false);
     cv_job_unref(job);
+    cv_store_job_free(&row);
     return ret;
 }
 
@@ -460,9 +677,9 @@ const struct cv_route cv_routes[] = {
     {"GET", "/kernels", handle_kernels, 0},
     {"GET", "/openapi.json", handle_openapi, 0},
     {"GET", "/", handle_page, CV_ROUTE_FLAGS_PUBLIC},
-    {"GET", "/healthz", handle_healthz, CV_ROUTE_FLAGS_PUBLIC},
-    {"GET", "/livez", handle_healthz, CV_ROUTE_FLAGS_PUBLIC},
-    {"GET", "/readyz", handle_readyz, CV_ROUTE_FLAGS_PUBLIC},
+    {"GET", "/healthz", handle_healthz, CV_ROUTE_FLAGS_PUBLIC | CV_ROUTE_FLAGS_PROBE},
+    {"GET", "/livez", handle_healthz, CV_ROUTE_FLAGS_PUBLIC | CV_ROUTE_FLAGS_PROBE},
+    {"GET", "/readyz", handle_readyz, CV_ROUTE_FLAGS_PUBLIC | CV_ROUTE_FLAGS_PROBE},
     {"GET", "/metrics", handle_metrics, CV_ROUTE_FLAGS_PUBLIC},
     {NULL, NULL, NULL, 0},
 };

@@ -45,6 +45,18 @@ void cv__geom_resolve(struct cv__parse *p, const struct cv__geom_json *gj, int64
     } else {
         g->pad_top = g->pad_bottom = gj->pad[0];
         g->pad_left = g->pad_right = gj->pad[1];
+        /* Padding as large as the (dilated) kernel only adds output rows and columns that see
+         * nothing but zeros: no use (PyTorch computes them as bias alone), and it lets a
+         * 45-byte body ask for a reply of millions of elements. Refused. */
+        const int64_t sh = g->dil_h * (kh - 1) + 1, sw = g->dil_w * (kw - 1) + 1;
+        if (gj->pad[0] >= sh || gj->pad[1] >= sw) {
+            cv__fail(p, 422, "invalid_field", "/padding",
+                     "padding [%lld, %lld] must be smaller than the %lldx%lld%s kernel in each "
+                     "direction: larger padding only adds outputs made of zeros",
+                     (long long)gj->pad[0], (long long)gj->pad[1], (long long)sh, (long long)sw,
+                     sh != kh || sw != kw ? " (dilated)" : "");
+            return;
+        }
     }
     int rc = cv_corr2d_out_shape(h, w, kh, kw, g, out_h, out_w);
     if (rc == CV_OK)

@@ -55,6 +55,8 @@ static void put_view(struct cv__buf *b, const struct cv_api_job_view *v, bool wi
     cv__buf_put_str(b, v->kind);
     cv__buf_puts(b, ",\"status\":");
     cv__buf_put_str(b, v->status);
+    cv__buf_puts(b, ",\"attempt\":");
+    cv__buf_put_i64(b, v->attempt);
     const struct {
         const char *name, *value;
     } times[] = {

@@ -1,7 +1,7 @@
 /* float32 corr2d forward and backward: shape checks, path selection and threading.
  *
  * Two paths compute the same sums:
- *  - the vectorised kernels (corr2d_impl.h, corr2d_kern.h), compiled for AVX-512, AVX2 and the
+ *  - the vectorised kernels (corr2d_impl.h, corr2d_*.h), compiled for AVX-512, AVX2 and the
  *    baseline ISA and picked at run time with __builtin_cpu_supports (cv_corr2d_set_isa can force
  *    one). They cover stride_w 1 (and, for the input gradient, stride 1): every kernel size,
  *    padding, dilation, channel count and odd width. Among them, fast-algorithm kernels where
@@ -25,6 +25,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdlib.h>
 
 #include "convd/status.h"
 #include "corr2d_impl.h"
@@ -208,20 +209,48 @@ static int team_size(int64_t macs, int64_t items, int n_threads) {
 typedef int64_t (*corr_items_fn)(const struct cv__corr_op *op);
 typedef void (*corr_run_fn)(const struct cv__corr_op *op, int64_t lo, int64_t hi);
 
+/* Items per cancellation poll: blocks of about this many multiply-adds (0.1 ms on the vector
+ * kernels, ~15 ms on the plain loops' slowest shapes), so a poll costs nothing measurable. */
+#define CV_CORR2D_CANCEL_MACS ((int64_t)1 << 24)
+
+static int64_t cancel_block(int64_t macs, int64_t items) {
+    const int64_t per_item = macs / (items > 0 ? items : 1);
+    const int64_t block = CV_CORR2D_CANCEL_MACS / (per_item > 0 ? per_item : 1);
+    return block > 0 ? block : 1;
+}
+
+static bool cancelled(const atomic_bool *cancel) {
+    return cancel != NULL && atomic_load_explicit(cancel, memory_order_relaxed);
+}
+
+/* Runs items [lo, hi) in blocks of `block`, polling *cancel (when not NULL) before each; a
+ * cancelled run leaves the rest undone. Items are independent, so splitting a range changes
+ * no result. */
+static void run_blocks(corr_run_fn run, const struct cv__corr_op *op, int64_t lo, int64_t hi,
+                       int64_t block, const atomic_bool *cancel) {
+    if (cancel == NULL) {
+        run(op, lo, hi);
+        return;
+    }
+    for (int64_t b = lo; b < hi && !cancelled(cancel); b += block)
+        run(op, b, hi - b > block ? b + block : hi);
+}
+
 /* Runs items [0, items) of a corr op with one of the table's kernels, one contiguous block per
- * thread. */
+ * thread, polling cancel between blocks of items. */
 static void corr_parallel(corr_items_fn items_of, corr_run_fn run, const struct cv__corr_op *op,
-                          int64_t macs, int n_threads) {
+                          int64_t macs, int n_threads, const atomic_bool *cancel) {
     const int64_t items = items_of(op);
     const int nt = team_size(macs, items, n_threads);
+    const int64_t block = cancel_block(macs, items);
     if (nt == 1) {
-        run(op, 0, items);
+        run_blocks(run, op, 0, items, block, cancel);
         return;
     }
 #pragma omp parallel num_threads(nt)
     {
         const int64_t t = omp_get_thread_num(), nth = omp_get_num_threads();
-        run(op, items * t / nth, items * (t + 1) / nth);
+        run_blocks(run, op, items * t / nth, items * (t + 1) / nth, block, cancel);
     }
 }
 
@@ -238,20 +267,57 @@ static bool wino_fits(const struct cv__isa *isa, const struct cv__corr_op *op) {
     return tw * 5 >= lanes * 2;
 }
 
+/* Runs a corr op with Winograd F(4x4, 3x3) when isa takes it and its workspace can be
+ * allocated: the kernel transform into the shared U first (output groups split among the
+ * threads), then, after a barrier, each thread's tile blocks with its own V. False when it did
+ * not run. */
+static bool w4_dispatch(const struct cv__isa *isa, const struct cv__corr_op *op, int64_t macs,
+                        int n_threads) {
+    if (!isa->w4_fits(op))
+        return false;
+    const int64_t items = isa->w4_items(op), groups = isa->w4_groups(op);
+    const int nt = team_size(macs, items, n_threads);
+    const int64_t uf = isa->w4_u_floats(op), vfl = isa->w4_v_floats(op);
+    const size_t bytes = (size_t)(uf + vfl * nt) * sizeof(float);
+    float *ws = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (ws == NULL)
+        return false;
+    if (nt == 1) {
+        isa->w4_kernel(op, ws, 0, groups);
+        isa->w4_run(op, ws, ws + uf, 0, items);
+    } else {
+#pragma omp parallel num_threads(nt)
+        {
+            const int64_t t = omp_get_thread_num(), nth = omp_get_num_threads();
+            isa->w4_kernel(op, ws, groups * t / nth, groups * (t + 1) / nth);
+#pragma omp barrier
+            isa->w4_run(op, ws, ws + uf + vfl * t, items * t / nth, items * (t + 1) / nth);
+        }
+    }
+    free(ws);
+    return true;
+}
+
 /* Runs a corr op on the fastest kernel of isa that can take it; false when none can (the
  * caller then takes the plain loops). */
 static bool corr_dispatch(const struct cv__isa *isa, struct cv__corr_op *op, int64_t macs,
-                          int n_threads) {
+                          int n_threads, const atomic_bool *cancel) {
+    if (w4_dispatch(isa, op, macs, n_threads))
+        return true;
+    if (isa->st_fits(op)) {
+        corr_parallel(isa->st_items, isa->st_run, op, macs, n_threads, cancel);
+        return true;
+    }
     if (wino_fits(isa, op)) {
-        corr_parallel(isa->wino_items, isa->wino_run, op, macs, n_threads);
+        corr_parallel(isa->wino_items, isa->wino_run, op, macs, n_threads, cancel);
         return true;
     }
     if (isa->rw_fits(op)) {
-        corr_parallel(isa->rw_items, isa->rw_run, op, macs, n_threads);
+        corr_parallel(isa->rw_items, isa->rw_run, op, macs, n_threads, cancel);
         return true;
     }
     if (isa->corr_plan(op)) {
-        corr_parallel(isa->corr_items, isa->corr_run, op, macs, n_threads);
+        corr_parallel(isa->corr_items, isa->corr_run, op, macs, n_threads, cancel);
         return true;
     }
     return false;
@@ -296,8 +362,25 @@ static void forward_row(const float *x, const float *k, const float *bias,
     }
 }
 
+/* Rows [lo, hi) of the plain forward loops, polling cancel every `block` rows. */
+static void forward_rows(const float *x, const float *k, const float *bias,
+                         const struct cv_conv2d_geom *g, const struct corr2d_dims *d, float *y,
+                         int64_t lo, int64_t hi, int64_t block, const atomic_bool *cancel) {
+    for (int64_t b = lo; b < hi && !cancelled(cancel); b += block) {
+        const int64_t end = hi - b > block ? b + block : hi;
+        for (int64_t r = b; r < end; r++)
+            forward_row(x, k, bias, g, d, y, r);
+    }
+}
+
 int cv_corr2d_forward(const struct cv_tensor *x, const struct cv_tensor *k, const float *bias,
                       const struct cv_conv2d_geom *g, struct cv_tensor *y, int n_threads) {
+    return cv_corr2d_forward_cancellable(x, k, bias, g, y, n_threads, NULL);
+}
+
+int cv_corr2d_forward_cancellable(const struct cv_tensor *x, const struct cv_tensor *k,
+                                  const float *bias, const struct cv_conv2d_geom *g,
+                                  struct cv_tensor *y, int n_threads, const atomic_bool *cancel) {
     CV_ASSERT(x != NULL && k != NULL && g != NULL && y != NULL);
     CV_ASSERT(n_threads >= 1);
     struct corr2d_dims d;
@@ -334,18 +417,33 @@ int cv_corr2d_forward(const struct cv_tensor *x, const struct cv_tensor *k, cons
             .dil_h = g->dil_h,
             .dil_w = g->dil_w,
         };
-        if (corr_dispatch(isa, &op, macs, n_threads))
-            return CV_OK;
+        if (corr_dispatch(isa, &op, macs, n_threads, cancel))
+            return cancelled(cancel) ? CV_ECANCELED : CV_OK;
     }
-    if (run_serial(macs, n_threads)) {
-        for (int64_t r = 0; r < rows; r++)
-            forward_row(x->data, k->data, bias, g, &d, y->data, r);
-    } else {
+    if (cancel == NULL) { /* the loops as they always were */
+        if (run_serial(macs, n_threads)) {
+            for (int64_t r = 0; r < rows; r++)
+                forward_row(x->data, k->data, bias, g, &d, y->data, r);
+        } else {
 #pragma omp parallel for num_threads(n_threads) schedule(static)
-        for (int64_t r = 0; r < rows; r++)
-            forward_row(x->data, k->data, bias, g, &d, y->data, r);
+            for (int64_t r = 0; r < rows; r++)
+                forward_row(x->data, k->data, bias, g, &d, y->data, r);
+        }
+        return CV_OK;
     }
-    return CV_OK;
+    const int64_t block = cancel_block(macs, rows);
+    const int nt = team_size(macs, rows, n_threads);
+    if (nt == 1) {
+        forward_rows(x->data, k->data, bias, g, &d, y->data, 0, rows, block, cancel);
+    } else {
+#pragma omp parallel num_threads(nt)
+        {
+            const int64_t t = omp_get_thread_num(), nth = omp_get_num_threads();
+            forward_rows(x->data, k->data, bias, g, &d, y->data, rows * t / nth,
+                         rows * (t + 1) / nth, block, cancel);
+        }
+    }
+    return cancelled(cancel) ? CV_ECANCELED : CV_OK;
 }
 
 /* ---- backward with respect to the input --------------------------------------------------- */
@@ -429,7 +527,7 @@ int cv_corr2d_backward_input(const struct cv_tensor *dy, const struct cv_tensor 
             .dil_h = g->dil_h,
             .dil_w = g->dil_w,
         };
-        if (corr_dispatch(isa, &op, macs, n_threads))
+        if (corr_dispatch(isa, &op, macs, n_threads, NULL))
             return CV_OK;
     }
     if (run_serial(macs, n_threads)) {
@@ -554,6 +652,30 @@ static void wk_parallel(const struct cv__isa *isa, const struct cv__bk_op *op, i
     }
 }
 
+/* Runs the Winograd F(4x4, 3x3) kernel-gradient units of op, one contiguous block per thread,
+ * each thread with its scratch in a workspace allocated here; false (nothing done) when the
+ * workspace cannot be allocated. */
+static bool wk4_parallel(const struct cv__isa *isa, const struct cv__bk_op *op, int64_t macs,
+                         int n_threads) {
+    const int64_t units = isa->wk4_units(op);
+    const int nt = team_size(macs, units, n_threads);
+    const int64_t per = (isa->wk4_scratch_floats(op) + 15) / 16 * 16; /* 64-byte blocks */
+    float *ws = aligned_alloc(64, (size_t)(per * nt) * sizeof(float));
+    if (ws == NULL)
+        return false;
+    if (nt == 1) {
+        isa->wk4_run(op, ws, 0, units);
+    } else {
+#pragma omp parallel num_threads(nt)
+        {
+            const int64_t t = omp_get_thread_num(), nth = omp_get_num_threads();
+            isa->wk4_run(op, ws + per * t, units * t / nth, units * (t + 1) / nth);
+        }
+    }
+    free(ws);
+    return true;
+}
+
 int cv_corr2d_backward_kernel(const struct cv_tensor *x, const struct cv_tensor *dy,
                               const struct cv_conv2d_geom *g, struct cv_tensor *dk, float *dbias,
                               int n_threads) {
@@ -588,6 +710,12 @@ int cv_corr2d_backward_kernel(const struct cv_tensor *x, const struct cv_tensor 
         .dk = dk->data,
         .dbias = dbias,
     };
+    if (isa != NULL && g->stride_w == 1 && isa->wk4_fits(&op) &&
+        wk4_parallel(isa, &op, macs, n_threads)) {
+        if (dbias != NULL)
+            bias_gradient(isa, dy->data, &d, dbias);
+        return CV_OK;
+    }
     if (isa != NULL && g->stride_w == 1 && isa->wk_fits(&op)) {
         wk_parallel(isa, &op, macs, n_threads);
         if (dbias != NULL)

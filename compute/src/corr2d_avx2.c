@@ -16,7 +16,20 @@
 #define CV__KERN_ISA      CV__AVX2
 #define CV__KERN_NAME     avx2
 #define CV__KERN_NAME_STR "avx2"
-#include "corr2d_kern.h"
+/* In this order: each file uses the ones before it. */
+/* clang-format off */
+#include "corr2d_vec.h"
+#include "corr2d_direct.h"
+#include "corr2d_stream.h"
+#include "corr2d_bk.h"
+#include "corr2d_sum.h"
+#include "corr2d_wino.h"
+#include "corr2d_wino4.h"
+#include "corr2d_rwino.h"
+#include "corr2d_wgrad.h"
+#include "corr2d_wgrad4.h"
+#include "corr2d_table.h"
+/* clang-format on */
 #if defined(__clang__)
 #pragma clang attribute pop
 #endif

@@ -2,10 +2,11 @@
  *
  * corr2d.c checks shapes, picks a path and owns every OpenMP region; the kernels here are serial
  * functions that process a contiguous range of work items, so a thread only ever runs one of
- * them on its own block of items. The kernels are written once, in corr2d_kern.h, and compiled
- * three times: corr2d_avx512.c and corr2d_avx2.c with `#pragma GCC target(...)` (no build flags,
- * so the binary still runs on any x86-64) and corr2d_portable.c for the baseline ISA. corr2d.c
- * picks a table with __builtin_cpu_supports, never at compile time.
+ * them on its own block of items. The kernels are written once, one file per algorithm
+ * (corr2d_vec.h lists them), and compiled three times: corr2d_avx512.c and corr2d_avx2.c with
+ * `#pragma GCC target(...)` (no build flags, so the binary still runs on any x86-64) and
+ * corr2d_portable.c for the baseline ISA. corr2d.c picks a table with __builtin_cpu_supports,
+ * never at compile time.
  *
  * Two operations cover the three public passes:
  *
@@ -21,15 +22,15 @@
  *          dbias[o] = sum dy[n,o,i,j] is summed in the same pass over dY.
  *
  * Each has direct kernels for every shape and fast-algorithm kernels where they pay: corr with
- * Winograd F(2x2, 3x3) (wino_*) and the row Winograd F(4, 5) (rw_*), bk with the Winograd
- * F(2x2, 3x3) kernel gradient (wk_*). The table also carries the vectorised squared-error sum
- * of loss.c.
+ * Winograd F(4x4, 3x3) (w4_*), F(2x2, 3x3) (wino_*) and the row Winograd F(4, 5) (rw_*), bk with
+ * the Winograd F(2x2, 3x3) kernel gradient (wk_*). The table also carries the vectorised
+ * squared-error sum of loss.c.
  *
- * None allocates: a kernel's scratch (zero-padded copies of the windows it reads, transformed
- * tiles, row-pointer tables, partial sums) lives in fixed arrays on the running thread's stack,
- * at most about 130 KiB (the forward kernels, which a small /corr2d runs on a connection thread
- * with a 512 KiB stack, about 100 KiB). Shapes whose scratch would not fit take other kernels
- * or the generic loops. */
+ * None allocates (F(4x4, 3x3) runs in a workspace corr2d.c allocates for the call): a kernel's
+ * scratch (zero-padded copies of the windows it reads, transformed tiles, row-pointer tables,
+ * partial sums) lives in fixed arrays on the running thread's stack, at most about 130 KiB (the
+ * forward kernels, which a small /corr2d runs on a connection thread with a 512 KiB stack, about
+ * 100 KiB). Shapes whose scratch would not fit take other kernels or the generic loops. */
 #ifndef CONVD_CORR2D_IMPL_H
 #define CONVD_CORR2D_IMPL_H
 
@@ -111,11 +112,37 @@ struct cv__isa {
      * w_bs 1: its work items and the kernel running items [lo, hi). */
     int64_t (*wino_items)(const struct cv__corr_op *op);
     void (*wino_run)(const struct cv__corr_op *op, int64_t lo, int64_t hi);
+    /* The streaming kernel (corr2d_stream.h) for memory-bound single-channel corr ops
+     * (outputs of >= 16 MiB, no padding): whether it takes op, its work items (output pages),
+     * the kernel running items [lo, hi). */
+    bool (*st_fits)(const struct cv__corr_op *op);
+    int64_t (*st_items)(const struct cv__corr_op *op);
+    void (*st_run)(const struct cv__corr_op *op, int64_t lo, int64_t hi);
+    /* Winograd F(4x4, 3x3) (corr2d_wino4.h) for corr ops with 3x3 kernels, stride 1 and
+     * dilation 1, >= 16 channels each way: whether it takes op; the floats of its workspace
+     * (U, shared, and one V buffer per thread); its output-channel groups and the kernel
+     * transform of groups [lo, hi) into U; its work items and the kernel running items
+     * [lo, hi) with U and the thread's V. */
+    bool (*w4_fits)(const struct cv__corr_op *op);
+    int64_t (*w4_u_floats)(const struct cv__corr_op *op);
+    int64_t (*w4_v_floats)(const struct cv__corr_op *op);
+    int64_t (*w4_groups)(const struct cv__corr_op *op);
+    void (*w4_kernel)(const struct cv__corr_op *op, float *u, int64_t lo, int64_t hi);
+    int64_t (*w4_items)(const struct cv__corr_op *op);
+    void (*w4_run)(const struct cv__corr_op *op, const float *u, float *v, int64_t lo, int64_t hi);
     /* Row Winograd F(4, 5) (corr2d_rwino.h) for corr ops with kernel rows 5 wide, stride and
      * dilation 1: whether it can run op, its work items, the kernel running items [lo, hi). */
     bool (*rw_fits)(const struct cv__corr_op *op);
     int64_t (*rw_items)(const struct cv__corr_op *op);
     void (*rw_run)(const struct cv__corr_op *op, int64_t lo, int64_t hi);
+    /* Winograd F(4x4, 3x3) kernel gradient (corr2d_wgrad4.h) for bk ops with 3x3 kernels,
+     * stride 1, dilation 1 and >= 16 channels each way: whether it takes op, its units, the
+     * floats of one thread's scratch (in a workspace corr2d.c allocates, 64-byte aligned), and
+     * the kernel computing units [lo, hi) with it (each writes its own block of dK; no dbias). */
+    bool (*wk4_fits)(const struct cv__bk_op *op);
+    int64_t (*wk4_units)(const struct cv__bk_op *op);
+    int64_t (*wk4_scratch_floats)(const struct cv__bk_op *op);
+    void (*wk4_run)(const struct cv__bk_op *op, float *scratch, int64_t lo, int64_t hi);
     /* Winograd F(2x2, 3x3) kernel gradient (corr2d_wgrad.h) for bk ops with 3x3 kernels, stride
      * 1 and dilation 1 and >= 16 channels each way: whether it takes op, its units, and the
      * kernel computing units [lo, hi) (each writes its own block of dK; no dbias). */

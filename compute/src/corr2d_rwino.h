@@ -1,5 +1,5 @@
-/* Row Winograd F(4, 5) for corr ops with kernel rows 5 wide (stride 1, dilation 1). Part of
- * corr2d_kern.h: included once per instruction set after its vector layer.
+/* Row Winograd F(4, 5) for corr ops with kernel rows 5 wide (stride 1, dilation 1). Included
+ * by the ISA units after corr2d_vec.h (once per instruction set).
  *
  * Along each output row, 4 outputs y[j..j+4) of one kernel row g[0..5) over source d[j..j+8)
  * are A^T [(G g) . (B^T d)]: 8 multiplies instead of 20 (points 0, +-1, +-2, +-1/2 and

@@ -1,5 +1,5 @@
 /* Winograd F(2x2, 3x3) kernel gradient for bk ops with 3x3 kernels, stride 1 and dilation 1.
- * Part of corr2d_kern.h, after the forward Winograd kernels whose input transform it shares.
+ * Included by the ISA units after corr2d_wino.h, whose input transform it shares.
  *
  * The forward pass computes each 2x2 output tile as Y = A^T [sum_c U[o][c] . V[c]] A with
  * U = G g G^T and V = B^T d B (d: the tile's 4x4 input window). Its kernel gradient is

@@ -44,3 +44,13 @@ struct cv_tensor cv_tensor_view(const struct cv_tensor *t) {
     CV_ASSERT(t != NULL);
     return *t;
 }
+
+bool cv_tensor_all_finite(const struct cv_tensor *t) {
+    const int64_t n = cv_tensor_numel(t);
+    /* A sum of the elements times zero is NaN exactly when one of them is not finite; the
+     * loop vectorises and has no branch. */
+    float acc = 0.0f;
+    for (int64_t q = 0; q < n; q++)
+        acc += t->data[q] * 0.0f;
+    return acc == 0.0f;
+}

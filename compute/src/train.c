@@ -104,6 +104,13 @@ static int eval_loss(const struct cv_train_params *p, const struct cv_tensor *x,
 int cv_train_run(const struct cv_train_params *p, const struct cv_tensor *x,
                  const struct cv_tensor *y, struct cv_tensor *weight, float *bias,
                  cv_train_step_cb cb, void *user, struct cv_train_result *res) {
+    return cv_train_resume(p, x, y, weight, bias, NULL, cb, user, res);
+}
+
+int cv_train_resume(const struct cv_train_params *p, const struct cv_tensor *x,
+                    const struct cv_tensor *y, struct cv_tensor *weight, float *bias,
+                    const struct cv_train_start *from, cv_train_step_cb cb, void *user,
+                    struct cv_train_result *res) {
     CV_ASSERT(p != NULL && x != NULL && y != NULL && weight != NULL && res != NULL);
     CV_ASSERT(p->n_threads >= 1);
     CV_ASSERT((bias != NULL) == p->use_bias);
@@ -112,6 +119,8 @@ int cv_train_run(const struct cv_train_params *p, const struct cv_tensor *x,
 
     if (p->steps < 1 || cv_loss_kind_name(p->loss) == NULL ||
         (p->has_stop_loss && isnan(p->stop_loss)))
+        return CV_EINVAL;
+    if (from != NULL && (from->step < 0 || from->step >= p->steps || from->optim_t < 0))
         return CV_EINVAL;
     if (x->data == NULL || y->data == NULL || weight->data == NULL || x->c != weight->c)
         return CV_ESHAPE;
@@ -144,6 +153,21 @@ int cv_train_run(const struct cv_train_params *p, const struct cv_tensor *x,
         cv_optim_free(&opt);
         return st;
     }
+    if (from != NULL) {
+        /* The optimizer's state as the checkpoint left it: same buffers, same step count. */
+        if ((from->buf1 != NULL) != (opt.buf1 != NULL) ||
+            (from->buf2 != NULL) != (opt.buf2 != NULL)) {
+            scratch_free(&s);
+            cv_optim_free(&opt);
+            return CV_EINVAL;
+        }
+        opt.t = from->optim_t;
+        if (opt.buf1 != NULL)
+            memcpy(opt.buf1, from->buf1, (size_t)np * sizeof(float));
+        if (opt.buf2 != NULL)
+            memcpy(opt.buf2, from->buf2, (size_t)np * sizeof(float));
+        res->steps_done = from->step;
+    }
     s.grads = s.params + np;
     memcpy(s.params, weight->data, (size_t)nw * sizeof(float));
     if (nb > 0)
@@ -156,7 +180,7 @@ int cv_train_run(const struct cv_train_params *p, const struct cv_tensor *x,
     float *db = nb > 0 ? s.grads + nw : NULL;
 
     bool need_final = true;
-    for (int32_t step = 1; step <= p->steps; step++) {
+    for (int32_t step = from ? from->step + 1 : 1; step <= p->steps; step++) {
         double loss;
         st = cv_corr2d_forward(x, &w, b, &p->geom, &s.yhat, p->n_threads);
         if (st == CV_OK)
@@ -192,7 +216,8 @@ int cv_train_run(const struct cv_train_params *p, const struct cv_tensor *x,
                                                .loss = loss,
                                                .weight = weight,
                                                .bias = nb > 0 ? bias : NULL,
-                                               .n_bias = nb};
+                                               .n_bias = nb,
+                                               .optim = &opt};
             if (!cb(&info, user)) {
                 st = CV_ECANCELED;
                 break;

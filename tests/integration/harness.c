@@ -34,7 +34,10 @@ void cv_sleep_ms(long ms) {
 }
 
 const char *cv_convd_bin(void) {
-    return CONVD_BIN;
+    /* CONVD_TEST_BIN runs the suite against another build (e.g. an older one, to see a
+     * regression test fail before its fix). */
+    const char *other = getenv("CONVD_TEST_BIN");
+    return other != NULL && *other != '\0' ? other : CONVD_BIN;
 }
 
 char *cv_strdupf(const char *fmt, ...) {
@@ -130,10 +133,34 @@ int cv_daemon_start(struct cv_daemon *d, const char *const *args, const char *co
         perror("mkstemp");
         return -1;
     }
-    const char *argv[64] = {CONVD_BIN, "--listen", "127.0.0.1:0"};
+    const char *argv[64] = {cv_convd_bin(), "--listen", "127.0.0.1:0"};
     int argc = 3;
-    for (int i = 0; args && args[i] && argc < 63; i++)
+    bool has_store = false;
+    for (int i = 0; args && args[i] && argc < 61; i++) {
         argv[argc++] = args[i];
+        has_store |= strncmp(args[i], "--store", 7) == 0 && strncmp(args[i], "--store-", 8) != 0;
+    }
+    for (int i = 0; env && env[i]; i++)
+        has_store |= strncmp(env[i], "CONVD_STORE=", 12) == 0;
+    char store_url[300];
+    if (!has_store) {
+        const char *mode = getenv("CV_TEST_STORE");
+        if (mode != NULL && strcmp(mode, "sqlite") == 0) {
+            snprintf(d->store_dir, sizeof d->store_dir, "%s/convd-itest-db-XXXXXX",
+                     tmp && *tmp ? tmp : "/tmp");
+            if (mkdtemp(d->store_dir) == NULL) {
+                perror("mkdtemp");
+                close(log_fd);
+                unlink(d->log_path);
+                return -1;
+            }
+            snprintf(store_url, sizeof store_url, "sqlite:%s/convd.db", d->store_dir);
+        } else {
+            snprintf(store_url, sizeof store_url, "memory");
+        }
+        argv[argc++] = "--store";
+        argv[argc++] = store_url;
+    }
     argv[argc] = NULL;
 
     fflush(NULL); /* or buffered test output would be written twice */
@@ -205,6 +232,21 @@ bool cv_daemon_alive(struct cv_daemon *d) {
     return false;
 }
 
+/* Removes the daemon's own store directory (after it exited). */
+static void remove_store(struct cv_daemon *d) {
+    if (d->store_dir[0] == '\0')
+        return;
+    static const char *const names[] = {"convd.db", "convd.db-wal", "convd.db-shm",
+                                        "convd.db.lock"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char path[400];
+        snprintf(path, sizeof path, "%s/%s", d->store_dir, names[i]);
+        unlink(path);
+    }
+    rmdir(d->store_dir);
+    d->store_dir[0] = '\0';
+}
+
 int cv_daemon_wait(struct cv_daemon *d, double timeout_s) {
     if (d->pid <= 0)
         return -1;
@@ -215,6 +257,7 @@ int cv_daemon_wait(struct cv_daemon *d, double timeout_s) {
         if (r == d->pid || r < 0) {
             d->pid = 0;
             unlink(d->log_path);
+            remove_store(d);
             return r < 0 ? -1 : st;
         }
         cv_sleep_ms(10);
@@ -226,6 +269,7 @@ int cv_daemon_stop(struct cv_daemon *d) {
     if (d->pid <= 0 || kill(d->pid, SIGTERM) != 0) {
         d->pid = 0;
         unlink(d->log_path);
+        remove_store(d);
         return -1;
     }
     int st = cv_daemon_wait(d, CV_STOP_TIMEOUT_S);

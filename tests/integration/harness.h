@@ -20,15 +20,20 @@
 /* ---- the daemon ------------------------------------------------------------------------ */
 
 struct cv_daemon {
-    pid_t pid;          /* 0 when not running */
-    int port;           /* from the "listening" log line */
-    char log_path[256]; /* the daemon's stderr: listening line, then one access-log line a
-                           request */
+    pid_t pid;           /* 0 when not running */
+    int port;            /* from the "listening" log line */
+    char log_path[256];  /* the daemon's stderr: listening line, then one access-log line a
+                            request */
+    char store_dir[256]; /* a fresh directory for the daemon's SQLite store, removed when it
+                            has exited; "" when the store is the test's own or memory */
 };
 
 /* Starts CONVD_BIN --listen 127.0.0.1:0 followed by args (NULL-terminated, may be NULL), with
  * env ("NAME=value", NULL-terminated, may be NULL) added to the environment. Waits for the
- * listening line. Returns 0, or -1 with the reason and the log printed to stderr. */
+ * listening line. Returns 0, or -1 with the reason and the log printed to stderr.
+ * Unless args or env name a store (--store, CONVD_STORE), the daemon gets one of its own: a
+ * fresh SQLite file in a mkdtemp directory when CV_TEST_STORE=sqlite, else "memory", so that
+ * the whole suite runs against either store and no two daemons share a database. */
 int cv_daemon_start(struct cv_daemon *d, const char *const *args, const char *const *env);
 
 /* Sends SIGTERM and waits up to CV_STOP_TIMEOUT_S, then SIGKILLs. Returns the raw wait status

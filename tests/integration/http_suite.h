@@ -104,5 +104,7 @@ TCase *cv_tcase_jobs_queue(void);
 TCase *cv_tcase_operations(void);
 TCase *cv_tcase_drain(void);
 TCase *cv_tcase_security(void);
+TCase *cv_tcase_reliability(void);
+TCase *cv_tcase_reliability_own(void);
 
 #endif

@@ -22,6 +22,8 @@ int main(void) {
     suite_add_tcase(s, cv_tcase_operations());
     suite_add_tcase(s, cv_tcase_drain());
     suite_add_tcase(s, cv_tcase_security());
+    suite_add_tcase(s, cv_tcase_reliability());
+    suite_add_tcase(s, cv_tcase_reliability_own());
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

@@ -639,6 +639,14 @@ START_TEST(test_field_errors) {
         {"{\"input\":[[1]],\"kernel\":[[1]],\"padding\":[1,-2]}", 422, "invalid_field",
          "/padding/1"},
         {"{\"input\":[[1]],\"kernel\":[[1]],\"padding\":1.5}", 422, "invalid_field", "/padding"},
+        /* padding as large as the kernel: 45 bytes asking for a 4095x4095 reply (issue 12) */
+        {"{\"input\":[[1]],\"kernel\":[[1]],\"padding\":2047}", 422, "invalid_field", "/padding"},
+        {"{\"input\":[[1,2]],\"kernel\":[[1,1]],\"padding\":[0,2]}", 422, "invalid_field",
+         "/padding"},
+        {"{\"input\":[[1,2]],\"kernel\":[[1],[1]],\"padding\":[2,0]}", 422, "invalid_field",
+         "/padding"},
+        {"{\"input\":[[1,2]],\"kernel\":[[1,1]],\"dilation\":2,\"padding\":[0,3]}", 422,
+         "invalid_field", "/padding"},
         {"{\"input\":[[1]],\"kernel\":[[1]],\"stride\":0}", 422, "invalid_field", "/stride"},
         {"{\"input\":[[1]],\"kernel\":[[1]],\"stride\":[1,0]}", 422, "invalid_field", "/stride/1"},
         {"{\"input\":[[1]],\"kernel\":[[1]],\"stride\":\"2\"}", 422, "invalid_field", "/stride"},
@@ -710,8 +718,8 @@ START_TEST(test_too_large) {
         {"{\"input\":[[1]],\"kernel\":{\"shape\":[5,5],\"data\":[]}}", "/kernel"},
         {"{\"input\":[[1]],\"kernel\":[[1]],\"bias\":[1,2,3,4,5,6,7,8,9,1,2,3,4,5,6,7,8]}",
          "/bias"},
-        /* output over the limit through padding */
-        {"{\"input\":[[1]],\"kernel\":[[1]],\"padding\":2}", NULL},
+        /* output over the limit through padding (4x5 = 20 elements) */
+        {"{\"input\":[[1,1,1],[1,1,1]],\"kernel\":[[1,1,1],[1,1,1],[1,1,1]],\"padding\":2}", NULL},
         /* per-channel expansion of a 2-D kernel: 3*3*2*2 = 36 */
         {"{\"input\":[[[1,1]],[[1,1]],[[1,1]]],\"kernel\":[[1],[1]],\"padding\":[1,0]}", "/kernel"},
     };

@@ -5,6 +5,7 @@
  * enter OpenMP outside a test body (main only builds the suite). */
 #include <check.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -450,6 +451,40 @@ START_TEST(test_corr2d_parallel_matches_serial) {
 }
 END_TEST
 
+START_TEST(test_corr2d_cancellable) {
+    /* Not cancelled: bitwise the result of cv_corr2d_forward, on every variant (vector kernels
+     * for stride 1, plain loops for stride 2) and thread count. Cancelled before the start: no
+     * block runs and the call says CV_ECANCELED. */
+    rng_state = 0x5eed0005;
+    struct cv_tensor x = make_tensor(1, 2, 200, 180), k = make_tensor(3, 2, 5, 5);
+    fill_random(&x);
+    fill_random(&k);
+    for (int stride = 1; stride <= 2; stride++) {
+        const struct cv_conv2d_geom g = {2, 2, 2, 2, stride, stride, 1, 1};
+        int64_t oh, ow;
+        ck_assert_int_eq(cv_corr2d_out_shape(200, 180, 5, 5, &g, &oh, &ow), CV_OK);
+        struct cv_tensor y1 = make_tensor(1, 3, oh, ow), y2 = make_tensor(1, 3, oh, ow);
+        for (int nt = 1; nt <= 2; nt++) {
+            atomic_bool flag;
+            atomic_init(&flag, false);
+            ck_assert_int_eq(cv_corr2d_forward(&x, &k, NULL, &g, &y1, nt), CV_OK);
+            ck_assert_int_eq(cv_corr2d_forward_cancellable(&x, &k, NULL, &g, &y2, nt, &flag),
+                             CV_OK);
+            ck_assert(memcmp(y1.data, y2.data, (size_t)cv_tensor_numel(&y1) * sizeof(float)) == 0);
+            for (int64_t q = 0; q < cv_tensor_numel(&y2); q++)
+                y2.data[q] = 12345.0f;
+            atomic_store(&flag, true);
+            ck_assert_int_eq(cv_corr2d_forward_cancellable(&x, &k, NULL, &g, &y2, nt, &flag),
+                             CV_ECANCELED);
+            for (int64_t q = 0; q < cv_tensor_numel(&y2); q++)
+                ck_assert_float_eq(y2.data[q], 12345.0f);
+        }
+        cv_tensor_free(&y1), cv_tensor_free(&y2);
+    }
+    cv_tensor_free(&x), cv_tensor_free(&k);
+}
+END_TEST
+
 /* ---- corr2d: every kernel variant and fast path ------------------------------------------ */
 
 /* The variants this CPU runs: the plain loops, then each vector ISA it supports. */
@@ -483,7 +518,7 @@ START_TEST(test_corr2d_isa_selection) {
 }
 END_TEST
 
-/* A problem chosen to land on one path of the kernels (corr2d.c, corr2d_kern.h). */
+/* A problem chosen to land on one path of the kernels (corr2d.c, corr2d_*.h). */
 struct shape_case {
     int64_t n, c, h, w, co, kh, kw;
     struct cv_conv2d_geom g; /* pad top, bottom, left, right; stride h, w; dilation h, w */
@@ -537,6 +572,14 @@ static const struct shape_case shape_cases[] = {
     {2, 24, 7, 70, 18, 3, 3, GEOM(2, 1, 0, 2, 1, 1, 1, 1), "winograd wide rows, odd height"},
     {1, 16, 3, 600, 17, 3, 3, PAD(1), "winograd dK: float sums flushed within a 300-tile row"},
     {1, 2, 12, 29, 3, 3, 3, GEOM(0, 1, 1, 0, 1, 2, 1, 1), "column stride 2: plain loops"},
+    /* 3x3, stride 1, many channels, tile rows at least half a vector: Winograd F(4x4, 3x3)
+     * (forward and input gradient; the narrower ones above take F(2x2, 3x3) on AVX-512). */
+    {1, 70, 12, 37, 20, 3, 3, PAD(1), "winograd 4x4 70 -> 20: two channel chunks"},
+    {2, 16, 18, 130, 17, 3, 3, GEOM(0, 2, 1, 0, 1, 1, 1, 1),
+     "winograd 4x4 wide rows, asymmetric padding, 17 outputs"},
+    {3, 24, 11, 62, 16, 3, 3, PAD(0), "winograd 4x4 unpadded, partial tile row and group"},
+    {1, 16, 9, 64, 24, 3, 3, GEOM(2, 2, 3, 3, 1, 1, 1, 1), "padding 2 and 3: F(2x2, 3x3), not 4x4"},
+    {1, 16, 10, 520, 17, 3, 3, PAD(1), "winograd 4x4 dK: flushed within a row, a partial gather"},
     /* 5 columns, stride and dilation 1, >= 4 output channels: row Winograd F(4, 5). */
     {1, 3, 23, 300, 16, 5, 5, PAD(2), "row winograd 3 -> 16: strips, edge copies"},
     {2, 4, 37, 70, 6, 3, 5, GEOM(1, 2, 0, 3, 1, 1, 1, 1), "row winograd 4 -> 6 asymmetric"},
@@ -644,23 +687,28 @@ START_TEST(test_corr2d_shape_classes) {
 }
 END_TEST
 
-/* A forward pass without a bias, under every variant and with 1 and 2 threads, against the
- * double reference: the Winograd paths fold the bias into their transforms. */
-static void check_no_bias(int64_t n, int64_t c, int64_t h, int64_t w, int64_t co, int64_t kh,
-                          int64_t kw, const struct cv_conv2d_geom *g) {
+/* A forward pass (with or without a bias), under every variant and with 1 and 2 threads, against
+ * the double reference: the Winograd paths fold the bias into their transforms. */
+static void check_forward(int64_t n, int64_t c, int64_t h, int64_t w, int64_t co, int64_t kh,
+                          int64_t kw, const struct cv_conv2d_geom *g, bool with_bias) {
     int64_t oh, ow;
     ck_assert_int_eq(cv_corr2d_out_shape(h, w, kh, kw, g, &oh, &ow), CV_OK);
     struct cv_tensor x = make_tensor(n, c, h, w), k = make_tensor(co, c, kh, kw);
     struct cv_tensor y = make_tensor(n, co, oh, ow);
     fill_random(&x), fill_random(&k);
+    float *bias = malloc((size_t)co * sizeof(float));
+    double *bd = malloc((size_t)co * sizeof(double)), *ba = malloc((size_t)co * sizeof(double));
+    ck_assert(bias && bd && ba);
+    for (int64_t o = 0; o < co; o++)
+        bias[o] = rng_float(), bd[o] = bias[o], ba[o] = fabs(bd[o]);
     const int64_t nx = cv_tensor_numel(&x), nk = cv_tensor_numel(&k), ny = cv_tensor_numel(&y);
     double *xd = to_double(x.data, nx, false), *xa = to_double(x.data, nx, true);
     double *kd = to_double(k.data, nk, false), *ka = to_double(k.data, nk, true);
     double *want = malloc((size_t)ny * sizeof(double)),
            *scale = malloc((size_t)ny * sizeof(double));
     ck_assert(want && scale);
-    cv_ref_corr2d_forward(xd, shape_of(&x), kd, shape_of(&k), NULL, g, want);
-    cv_ref_corr2d_forward(xa, shape_of(&x), ka, shape_of(&k), NULL, g, scale);
+    cv_ref_corr2d_forward(xd, shape_of(&x), kd, shape_of(&k), with_bias ? bd : NULL, g, want);
+    cv_ref_corr2d_forward(xa, shape_of(&x), ka, shape_of(&k), with_bias ? ba : NULL, g, scale);
     enum cv_corr2d_isa isas[4];
     const int nisa = isas_available(isas);
     for (int q = 0; q < nisa; q++) {
@@ -668,20 +716,44 @@ static void check_no_bias(int64_t n, int64_t c, int64_t h, int64_t w, int64_t co
         for (int t = 1; t <= 2; t++) {
             for (int64_t e = 0; e < ny; e++)
                 y.data[e] = NAN;
-            ck_assert_int_eq(cv_corr2d_forward(&x, &k, NULL, g, &y, t), CV_OK);
-            assert_close_scaled(y.data, want, scale, ny, 1e-5, cv_corr2d_isa_name(isas[q]));
+            ck_assert_int_eq(cv_corr2d_forward(&x, &k, with_bias ? bias : NULL, g, &y, t), CV_OK);
+            /* One assertion for the worst element: millions of ck_asserts cost a syscall each. */
+            int64_t worst = 0;
+            double worst_excess = -1.0;
+            for (int64_t e = 0; e < ny; e++) {
+                const double err = fabs((double)y.data[e] - want[e]);
+                const double excess = isnan(y.data[e]) ? 1e30 : err - (1e-5 * scale[e] + 1e-6);
+                if (excess > worst_excess)
+                    worst_excess = excess, worst = e;
+            }
+            ck_assert_msg(worst_excess <= 0.0, "%s: y[%lld] = %.9g, want %.9g (scale %.3g)",
+                          cv_corr2d_isa_name(isas[q]), (long long)worst, y.data[worst], want[worst],
+                          scale[worst]);
         }
     }
     ck_assert_int_eq(cv_corr2d_set_isa(CV_CORR2D_ISA_AUTO), CV_OK);
     free(xd), free(xa), free(kd), free(ka), free(want), free(scale);
+    free(bias), free(bd), free(ba);
     cv_tensor_free(&x), cv_tensor_free(&k), cv_tensor_free(&y);
 }
 
 START_TEST(test_corr2d_winograd_no_bias) {
     rng_state = 0x5eed000a;
     const struct cv_conv2d_geom g = PAD(1), g2 = PAD(2);
-    check_no_bias(2, 20, 11, 23, 18, 3, 3, &g); /* F(2x2, 3x3) */
-    check_no_bias(2, 3, 17, 150, 7, 5, 5, &g2); /* row F(4, 5) */
+    check_forward(2, 20, 11, 23, 18, 3, 3, &g, false); /* F(2x2, 3x3) */
+    check_forward(2, 20, 11, 63, 18, 3, 3, &g, false); /* F(4x4, 3x3) */
+    check_forward(2, 3, 17, 150, 7, 5, 5, &g2, false); /* row F(4, 5) */
+}
+END_TEST
+
+START_TEST(test_corr2d_streaming) {
+    /* One input channel, outputs of >= 16 MiB, no padding: the streaming kernel, with pages of
+     * the output as work items (rows and planes start anywhere in a page). Forward only: the
+     * gradients of these shapes take the other kernels, tested above. */
+    rng_state = 0x5eed000d;
+    const struct cv_conv2d_geom g = PAD(0);
+    check_forward(1, 1, 2049, 2049, 1, 1, 2, &g, true);
+    check_forward(1, 1, 1025, 2049, 2, 3, 3, &g, false);
 }
 END_TEST
 
@@ -732,6 +804,27 @@ START_TEST(test_corr2d_row_winograd_random) {
                                       5,
                                       GEOM(pt, pb, pl, pr, 1, 1, 1, 1),
                                       "row winograd random"};
+        check_shape_case(&sc, 1e-5);
+    }
+}
+END_TEST
+
+START_TEST(test_corr2d_winograd4_random) {
+    /* Random shapes for Winograd F(4x4, 3x3) (3x3, stride and dilation 1, >= 16 channels each
+     * way, padding <= 1): widths land anywhere in a tile block and its masked or copied edges,
+     * heights leave partial tile rows, and the input gradient takes it as well. */
+    rng_state = 0x5eed000c;
+    for (int cse = 0; cse < 12; cse++) {
+        const struct shape_case sc = {
+            rng_int(1, 2),
+            rng_int(16, 20),
+            rng_int(9, 22),
+            rng_int(9, 140),
+            rng_int(16, 20),
+            3,
+            3,
+            GEOM(rng_int(0, 1), rng_int(0, 1), rng_int(0, 1), rng_int(0, 1), 1, 1, 1, 1),
+            "winograd 4x4 random"};
         check_shape_case(&sc, 1e-5);
     }
 }
@@ -1259,6 +1352,7 @@ static Suite *compute_suite(void) {
     tcase_add_test(tc, test_corr2d_backward_vs_ref);
     tcase_add_test(tc, test_corr2d_gradients_vs_finite_differences);
     tcase_add_test(tc, test_corr2d_parallel_matches_serial);
+    tcase_add_test(tc, test_corr2d_cancellable);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("corr2d_kernels");
@@ -1269,6 +1363,8 @@ static Suite *compute_suite(void) {
     tcase_add_test(tc, test_corr2d_isas_random);
     tcase_add_test(tc, test_corr2d_winograd_no_bias);
     tcase_add_test(tc, test_corr2d_row_winograd_random);
+    tcase_add_test(tc, test_corr2d_winograd4_random);
+    tcase_add_test(tc, test_corr2d_streaming);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("loss");

@@ -186,9 +186,10 @@ struct cv_api_job_view {
     double elapsed_ms;
     const char *result_json;
     const char *error_code, *error_detail; /* "error": {"code","detail"} when code is set */
+    int32_t attempt;                       /* runs so far: 1 for the first, 2 after a resume */
 };
 
-/* One job resource: {"id","kind","status","created_at","started_at","finished_at",
+/* One job resource: {"id","kind","status","attempt","created_at","started_at","finished_at",
  * "progress":{"step","steps"},"loss","elapsed_ms","links":{"self","events"},"result","error"};
  * "result" is left out when with_result is false (job lists). */
 char *cv_api_job_dump(const struct cv_api_job_view *v, bool with_result, size_t *len);

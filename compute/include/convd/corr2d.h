@@ -33,6 +33,8 @@
 #ifndef CONVD_CORR2D_H
 #define CONVD_CORR2D_H
 
+#include <stdatomic.h>
+
 #include "convd/tensor.h"
 
 struct cv_conv2d_geom {
@@ -55,6 +57,17 @@ int cv_corr2d_out_shape(int64_t h, int64_t w, int64_t kh, int64_t kw,
  * Returns CV_OK or CV_ESHAPE/CV_EINVAL when the shapes or geometry do not fit. */
 int cv_corr2d_forward(const struct cv_tensor *x, const struct cv_tensor *k, const float *bias,
                       const struct cv_conv2d_geom *g, struct cv_tensor *y, int n_threads);
+
+/* cv_corr2d_forward that can be stopped from another thread: it polls *cancel (when cancel is
+ * not NULL; a relaxed atomic load) between blocks of output rows of about 2^24 multiply-adds
+ * each (a row block of the vector kernels, rows of the plain loops), and once it reads true,
+ * finishes no further block and returns CV_ECANCELED, with y partly written. A stop therefore
+ * takes at most one block per thread: well under a millisecond on the vector kernels, and the
+ * cost of one output row when a single row is larger than a block. Otherwise the same as
+ * cv_corr2d_forward, with bitwise the same results. The caller owns *cancel. */
+int cv_corr2d_forward_cancellable(const struct cv_tensor *x, const struct cv_tensor *k,
+                                  const float *bias, const struct cv_conv2d_geom *g,
+                                  struct cv_tensor *y, int n_threads, const atomic_bool *cancel);
 
 /* Gradient with respect to the input: dX = dL/dX given dY = dL/dY.
  * dx must have X's shape (N, C, H, W); it is overwritten. Returns CV_OK or CV_ESHAPE/CV_EINVAL. */

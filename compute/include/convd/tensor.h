@@ -10,6 +10,7 @@
 #ifndef CONVD_TENSOR_H
 #define CONVD_TENSOR_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct cv_tensor {
@@ -28,6 +29,9 @@ void cv_tensor_free(struct cv_tensor *t);
 
 /* Number of elements, n*c*h*w (0 for an empty tensor). */
 int64_t cv_tensor_numel(const struct cv_tensor *t);
+
+/* True when every element is finite (no NaN or infinity); true for an empty tensor. */
+bool cv_tensor_all_finite(const struct cv_tensor *t);
 
 /* Returns a view of t with the same shape and data (borrowed: do not free). */
 struct cv_tensor cv_tensor_view(const struct cv_tensor *t);

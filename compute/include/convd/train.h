@@ -34,6 +34,7 @@ struct cv_train_step {
     const struct cv_tensor *weight; /* the kernel after this step's update */
     const float *bias;              /* Cout entries after the update, or NULL without bias */
     int64_t n_bias;                 /* Cout, or 0 without bias */
+    const struct cv_optim *optim;   /* the optimizer after the update (for checkpoints) */
 };
 
 /* Called after every step; return false to stop (cv_train_run then returns CV_ECANCELED). */
@@ -61,5 +62,26 @@ struct cv_train_result {
 int cv_train_run(const struct cv_train_params *p, const struct cv_tensor *x,
                  const struct cv_tensor *y, struct cv_tensor *weight, float *bias,
                  cv_train_step_cb cb, void *user, struct cv_train_result *res);
+
+/* Where a resumed run starts: the state after `step` completed steps of an earlier run with
+ * the same parameters and data, as a checkpoint recorded it (weight and bias are passed to
+ * cv_train_resume as usual). Arrays are borrowed; each has the optimizer's n entries
+ * (numel(weight) + Cout with bias), or is NULL when the optimizer keeps no such buffer. */
+struct cv_train_start {
+    int32_t step;      /* steps already done, 0 <= step < p->steps */
+    int64_t optim_t;   /* the optimizer's step count (struct cv_optim.t) */
+    const float *buf1; /* momentum buffer / Adam's first moment, or NULL */
+    const float *buf2; /* Adam's second moment, or NULL */
+};
+
+/* cv_train_run that continues an earlier run from *from (NULL: from the start, exactly
+ * cv_train_run). Steps are numbered on from from->step + 1, so a run resumed from a checkpoint
+ * of the same machine ends bitwise equal to an uninterrupted one. res->steps_done counts the
+ * earlier steps too. Returns what cv_train_run returns, or CV_EINVAL for a start outside
+ * [0, steps) or buffers that the optimizer kind does not have. */
+int cv_train_resume(const struct cv_train_params *p, const struct cv_tensor *x,
+                    const struct cv_tensor *y, struct cv_tensor *weight, float *bias,
+                    const struct cv_train_start *from, cv_train_step_cb cb, void *user,
+                    struct cv_train_result *res);
 
 #endif
