@@ -53,13 +53,13 @@ step_release() {
 }
 
 step_fuzz() {
-  configure build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCV_FUZZ=ON \
+  configure build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCV_FUZZ=ON \
     -DCV_BUILD_TESTS=OFF
   ctest --test-dir build-fuzz --output-on-failure -L fuzz -j"$jobs"
 }
 
 step_asan() {
-  configure build-asan -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  configure build-asan -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCV_SANITIZE=address,undefined
   CK_TIMEOUT_MULTIPLIER=10 \
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=0 \
@@ -69,7 +69,7 @@ step_asan() {
 }
 
 step_tsan() {
-  configure build-tsan -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCV_SANITIZE=thread
+  configure build-tsan -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCV_SANITIZE=thread
   CK_TIMEOUT_MULTIPLIER=10 OMP_NUM_THREADS=1 \
     TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/sanitize/tsan.supp" \
     ctest --test-dir build-tsan --output-on-failure --timeout 3000 -R 'integration_http'
