@@ -6,7 +6,10 @@ Asserts correctness only, never timings (the machine is shared):
      followers alongside: every reply 200, or 503 with Retry-After (deliberate shedding);
   2. JOBS jobs posted at once: each 202 with a distinct id, or 503 with Retry-After; every
      accepted job is listed once and reaches a terminal state (none lost, none twice);
-  3. RSS and open fds return near their warm-up level (generous bounds; figures printed).
+  3. slow-header, half-body and stalled-reader connections held open: /healthz, /readyz and
+     /corr2d still answered;
+  4. RSS and open fds return near their warm-up level (generous bounds; figures printed).
+Not yet here: the 10,000-connection case (needs a raised fd limit for the test process).
 CI uses small bounded defaults; CONVD_LOAD_SECONDS=30 CONVD_LOAD_CONNS=256 CONVD_LOAD_JOBS=1000
 is the full run.
 """
@@ -199,6 +202,40 @@ def phase_jobs(port):
     print(f"load: {JOBS} jobs posted at once: {len(ids)} accepted and done, {JOBS - len(ids)} refused with 503")
 
 
+def phase_faults(port):
+    """Slow headers, half bodies and stalled readers held open: the probes and a /corr2d are
+    still answered meanwhile, and closing them gives the fds back (checked in main)."""
+    import socket
+    n = int(os.environ.get("CONVD_LOAD_FAULT_CONNS", "30"))
+    held = []
+    big = json.dumps({"input": [[1.0] * 64] * 64, "kernel": [[1.0]], "output": "nested"})
+    for i in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        if i % 3 == 0:  # slow header: the request line and half a header, then nothing
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        elif i % 3 == 1:  # half body: Content-Length promises more than is sent
+            s.sendall(b"POST /corr2d HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 1000\r\n\r\n{\"input\":")
+        else:  # stalled reader: asks for replies and never reads them
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            req = (f"POST /corr2d HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(big)}\r\n\r\n{big}").encode()
+            for _ in range(4):
+                s.sendall(req)
+        held.append(s)
+    time.sleep(1)
+    for path in ("/healthz", "/readyz"):
+        r, body = request(port, "GET", path)
+        if r.status != 200:
+            fail(f"faults: {path} answered {r.status} with {n} hostile connections open")
+    r, body = request(port, "POST", "/corr2d", CORR)
+    if r.status != 200:
+        fail(f"faults: /corr2d answered {r.status} with {n} hostile connections open")
+    for s in held:
+        s.close()
+    print(f"load: {n} slow-header / half-body / stalled-reader connections: probes and /corr2d answered")
+
+
 def main():
     p, port = start(sys.argv[1])
     try:
@@ -208,6 +245,7 @@ def main():
         rss0, fds0 = usage(p.pid)
         phase_load(port)
         phase_jobs(port)
+        phase_faults(port)
         rss1 = fds1 = None
         for _ in range(60):  # let closed connections and finished jobs go
             rss1, fds1 = usage(p.pid)
