@@ -34,8 +34,7 @@ install_test_packages() {
     if [ "$(id -u)" = 0 ]; then
       DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
     else
-      echo "test.sh: missing test packages (run as root to install): ${missing[*]}" >&2
-      exit 1
+      echo "test.sh: warning: test packages missing (run as root to install): ${missing[*]}" >&2
     fi
   fi
 }
