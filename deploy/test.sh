@@ -271,9 +271,9 @@ check_image() {
 AUTH=(-H "Authorization: Bearer $TOKEN")
 CORR_BODY='{"input":[[0,1,2],[3,4,5],[6,7,8]],"kernel":[[0,1],[2,3]]}'
 CORR_WANT='{"output":[[19,25],[37,43]]}'
-# the README's streamed train example: its step losses and learned kernel (elapsed_ms varies)
-README_LOSSES=$(grep -E '^\{"event":"step"' README.md | sed -E 's/.*"loss":([^,}]*).*/\1/' | paste -sd' ' || true)
-README_WEIGHT=$(grep -E '^\{"event":"done"' README.md | sed -n 1p | sed -E 's/.*"weight":(\[\[[^]]*\]\]).*/\1/' || true)
+# the API tour's streamed train example (docs/api-tour.md): its step losses and learned kernel (elapsed_ms varies)
+README_LOSSES=$(grep -E '^\{"event":"step"' docs/api-tour.md | sed -E 's/.*"loss":([^,}]*).*/\1/' | paste -sd' ' || true)
+README_WEIGHT=$(grep -E '^\{"event":"done"' docs/api-tour.md | sed -n 1p | sed -E 's/.*"weight":(\[\[[^]]*\]\]).*/\1/' || true)
 same_numbers() {  # same_numbers "A..." "B...": same count of numbers, each pair within 1e-5 relative
   awk -v a="$1" -v b="$2" 'BEGIN {
     gsub(/[][,]/, " ", a); gsub(/[][,]/, " ", b); na = split(a, x, " "); nb = split(b, y, " ")

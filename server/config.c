@@ -32,7 +32,8 @@ struct opt {
 
 static const struct opt opts[] = {
     {"--listen", "CONVD_LISTEN", OPT_TYPE_STRING, OFF(listen),
-     "HOST:PORT to listen on (default 127.0.0.1:8080; port 0 picks a free one)"},
+     "HOST:PORT to listen on, or PORT for 127.0.0.1:PORT (default 127.0.0.1:8080; port 0 "
+     "picks a free one)"},
     {"--workers", "CONVD_WORKERS", OPT_TYPE_INT, OFF(workers),
      "worker threads running compute jobs (default: cores / --threads)"},
     {"--threads", "CONVD_THREADS", OPT_TYPE_INT, OFF(threads),
@@ -56,7 +57,8 @@ static const struct opt opts[] = {
     {"--drain-timeout", "CONVD_DRAIN_TIMEOUT", OPT_TYPE_DOUBLE, OFF(drain_timeout),
      "seconds running jobs get to finish after SIGTERM before they are cancelled (default 25)"},
     {"--heartbeat", "CONVD_HEARTBEAT", OPT_TYPE_DOUBLE, OFF(heartbeat),
-     "seconds between keep-alive comments on a quiet SSE stream (default 15)"},
+     "seconds of quiet after which a stream sends a heartbeat (an SSE comment, or an NDJSON "
+     "{\"event\":\"heartbeat\"} line; default 15)"},
     {"--max-connections", "CONVD_MAX_CONNECTIONS", OPT_TYPE_INT, OFF(max_connections),
      "concurrent connections (default 512)"},
     {"--max-connections-per-ip", "CONVD_MAX_CONNECTIONS_PER_IP", OPT_TYPE_INT,

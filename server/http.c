@@ -4,6 +4,7 @@
  * MHD runs one thread per connection (MHD_USE_THREAD_PER_CONNECTION), so handlers and stream
  * readers may block on a job's condition variable; see notes/api.md §5 for why. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -13,6 +14,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -40,6 +42,8 @@ static int queue_reply(struct MHD_Connection *conn, struct cv_req *req, int stat
         MHD_add_response_header(resp, "Server-Timing", req->server_timing);
     if (req->location[0] != '\0')
         MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, req->location);
+    for (const char *const *h = req->extra_headers; h != NULL && h[0] != NULL; h += 2)
+        MHD_add_response_header(resp, h[0], h[1]);
     int ret = MHD_queue_response(conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
     req->status = status;
@@ -48,8 +52,25 @@ static int queue_reply(struct MHD_Connection *conn, struct cv_req *req, int stat
     return ret;
 }
 
+/* True for the JSON types, whose replies end with a newline (so a terminal prompt after curl
+ * starts on its own line, and replies are lines like the NDJSON streams). */
+static bool is_json_reply(const char *content_type) {
+    return strncmp(content_type, "application/json", 16) == 0 ||
+           strncmp(content_type, problem_type, sizeof problem_type - 1) == 0;
+}
+
 int cv_http_reply_take(struct MHD_Connection *conn, struct cv_req *req, int status,
                        const char *content_type, char *body, size_t len) {
+    if (len > 0 && body[len - 1] != '\n' && is_json_reply(content_type)) {
+        char *grown = realloc(body, len + 2);
+        if (grown == NULL) {
+            free(body);
+            return MHD_NO;
+        }
+        body = grown;
+        body[len++] = '\n';
+        body[len] = '\0';
+    }
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
     if (resp == NULL) {
         free(body);
@@ -60,6 +81,13 @@ int cv_http_reply_take(struct MHD_Connection *conn, struct cv_req *req, int stat
 
 int cv_http_reply(struct MHD_Connection *conn, struct cv_req *req, int status,
                   const char *content_type, const char *body, size_t len) {
+    if (len > 0 && body[len - 1] != '\n' && is_json_reply(content_type)) {
+        char *copy = malloc(len + 1);
+        if (copy == NULL)
+            return MHD_NO;
+        memcpy(copy, body, len);
+        return cv_http_reply_take(conn, req, status, content_type, copy, len);
+    }
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
     if (resp == NULL)
@@ -74,6 +102,14 @@ static int reply_problem_headers(struct MHD_Connection *conn, struct cv_req *req
     char *body = cv_api_problem_dump(err, req->path, &len);
     static const char fallback[] = "{\"type\":\"about:blank\",\"title\":\"Internal Server "
                                    "Error\",\"status\":500,\"detail\":\"out of memory\"}";
+    if (body != NULL) { /* replies end with a newline */
+        char *grown = realloc(body, len + 2);
+        if (grown != NULL) {
+            body = grown;
+            body[len++] = '\n';
+            body[len] = '\0';
+        }
+    }
     const char *text = body ? body : fallback;
     len = body ? len : strlen(fallback);
     int status = body ? err->status : 500;
@@ -464,9 +500,15 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **req
     *req_cls = NULL;
 }
 
-/* Parses "host:port", "[v6]:port" or ":port" into a socket address. */
+/* Parses "host:port", "[v6]:port", ":port" or a bare "port" (loopback, 127.0.0.1) into a
+ * socket address. */
 static bool parse_listen(const char *text, struct sockaddr_storage *out, bool *v6) {
     char host[256];
+    if (text[0] != '\0' && strspn(text, "0123456789") == strlen(text)) {
+        char with_host[300];
+        snprintf(with_host, sizeof with_host, "127.0.0.1:%s", text);
+        return strlen(text) <= 5 && parse_listen(with_host, out, v6);
+    }
     const char *colon = strrchr(text, ':');
     if (colon == NULL)
         return false;
@@ -552,6 +594,35 @@ static void log_error_with(const char *msg, const char *key, const char *value) 
     cv_log_msg("error", msg, extra);
 }
 
+/* Makes the listening socket for addr. Returns it, or -1 after printing why on stderr (a
+ * person reads this one: "convd: cannot listen on X: address already in use") and logging. */
+static int listen_socket(const struct sockaddr_storage *addr, bool v6, const char *listen_text) {
+    int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd >= 0)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    socklen_t alen = v6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (fd < 0 || bind(fd, (const struct sockaddr *)addr, alen) != 0 || listen(fd, 128) != 0) {
+        int e = errno;
+        char reason[128];
+        snprintf(reason, sizeof reason, "%s", strerror(e));
+        if (e == EADDRINUSE)
+            snprintf(reason, sizeof reason, "address already in use");
+        fprintf(stderr, "convd: cannot listen on %s: %s\n", listen_text, reason);
+        char extra[400];
+        size_t n = (size_t)snprintf(extra, sizeof extra, "\"listen\":\"");
+        n = cv_log_json_escape(extra, sizeof extra, n, listen_text);
+        n += (size_t)snprintf(extra + n, sizeof extra - n, "\",\"reason\":\"");
+        n = cv_log_json_escape(extra, sizeof extra, n, reason);
+        snprintf(extra + n, sizeof extra - n, "\"");
+        cv_log_msg("error", "cannot listen", extra);
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 int cv_http_start(struct cv_server *srv, int *port) {
     struct sockaddr_storage addr;
     bool v6 = false;
@@ -587,13 +658,17 @@ int cv_http_start(struct cv_server *srv, int *port) {
         tls[1] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, key};
         tls[2] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0, srv->cfg.tls_priorities};
     }
+    /* The socket is ours, so a port in use fails here with the reason (SO_REUSEADDR only
+     * skips TIME_WAIT; no SO_REUSEPORT, which let two daemons split one port's requests). */
+    int fd = listen_socket(&addr, v6, srv->cfg.listen);
+    if (fd < 0)
+        return CV_EINVAL;
     srv->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, access_handler, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED,
-        request_completed, srv, MHD_OPTION_NOTIFY_CONNECTION, cv_guard_notify, srv,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)cv_guard_hard_limit(&srv->cfg),
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)srv->cfg.idle_timeout,
-        MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024), MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
+        MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, request_completed, srv,
+        MHD_OPTION_NOTIFY_CONNECTION, cv_guard_notify, srv, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)cv_guard_hard_limit(&srv->cfg), MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)srv->cfg.idle_timeout, MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024),
         MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
     free_secret(key);
     free_secret(cert);
@@ -602,11 +677,16 @@ int cv_http_start(struct cv_server *srv, int *port) {
         srv->daemon = NULL;
     }
     if (srv->daemon == NULL) {
-        log_error_with("cannot start serving (address in use, or a bad TLS certificate or key?)",
-                       "listen", srv->cfg.listen);
+        close(fd);
+        log_error_with("cannot start serving (a bad TLS certificate or key?)", "listen",
+                       srv->cfg.listen);
         return CV_EINVAL;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    *port = info ? info->port : 0;
+    struct sockaddr_storage bound;
+    socklen_t blen = sizeof bound;
+    *port = 0;
+    if (getsockname(fd, (struct sockaddr *)&bound, &blen) == 0)
+        *port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                  : ((struct sockaddr_in *)&bound)->sin_port);
     return CV_OK;
 }

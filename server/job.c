@@ -221,7 +221,12 @@ static const char *time_str(double unix_ms, char *buf) {
     return buf;
 }
 
-void cv_job_view_locked(struct cv_job *job, struct cv_api_job_view *v, char times[3][40]) {
+const struct cv_api_job_meta *cv_job_meta(const struct cv_job *job) {
+    return job->kind == CV_JOB_KIND_TRAIN ? &job->train.meta : &job->corr2d.meta;
+}
+
+void cv_job_view_locked(struct cv_job *job, struct cv_api_job_view *v, char times[3][40],
+                        bool with_losses) {
     *v = (struct cv_api_job_view){
         .id = job->id,
         .kind = job->kind == CV_JOB_KIND_TRAIN ? "train" : "corr2d",
@@ -232,15 +237,26 @@ void cv_job_view_locked(struct cv_job *job, struct cv_api_job_view *v, char time
         .step = job->kind == CV_JOB_KIND_TRAIN ? job->step : (job->terminal ? 1 : 0),
         .steps = job->kind == CV_JOB_KIND_TRAIN ? job->train.params.steps : 1,
         .loss = job->last_loss,
-        .elapsed_ms = job->terminal ? job->elapsed_ms : NAN,
+        .elapsed_ms = job->terminal                       ? job->elapsed_ms
+                      : job->state == CV_JOB_STATE_QUEUED ? NAN
+                                                          : cv_now_ms() - job->started_ms,
+        .steps_per_s = NAN,
+        .name = cv_job_meta(job)->name,
+        .labels_json = cv_job_meta(job)->labels_json,
+        .params_json = job->params_json,
         .result_json = job->result_json,
+        .omit_losses = !with_losses,
         .error_code = job->error_code,
         .error_detail = job->error_code ? job->error_detail : NULL,
         .attempt = job->attempt,
     };
+    /* The rate over the steps done so far: what a client shows beside an ETA. */
+    if (job->kind == CV_JOB_KIND_TRAIN && job->step > 0 && v->elapsed_ms > 0)
+        v->steps_per_s = job->step / (v->elapsed_ms / 1000.0);
 }
 
-void cv_job_view_row(const struct cv_store_job *row, struct cv_api_job_view *v, char times[3][40]) {
+void cv_job_view_row(const struct cv_store_job *row, struct cv_api_job_view *v, char times[3][40],
+                     bool with_losses) {
     const char *status = cv_store_job_status_name(row->status);
     if (row->status == CV_STORE_JOB_RUNNING && row->cancel_requested)
         status = "cancelling";
@@ -256,11 +272,19 @@ void cv_job_view_row(const struct cv_store_job *row, struct cv_api_job_view *v, 
         .steps = row->steps,
         .loss = row->loss,
         .elapsed_ms = terminal ? row->elapsed_ms : NAN,
+        .steps_per_s = NAN,
+        .name = row->name,
+        .labels_json = row->labels_json,
+        .params_json = row->params_json,
         .result_json = row->result,
+        .omit_losses = !with_losses,
         .error_code = row->error_code[0] ? row->error_code : NULL,
         .error_detail = row->error_code[0] ? row->error_detail : NULL,
         .attempt = row->attempt,
     };
+    /* The rate over the steps done so far: what a client shows beside an ETA. */
+    if (row->kind == CV_STORE_KIND_TRAIN && row->step > 0 && terminal && row->elapsed_ms > 0)
+        v->steps_per_s = row->step / (row->elapsed_ms / 1000.0);
 }
 
 /* ---- lifetime ------------------------------------------------------------------------------ */
@@ -321,7 +345,7 @@ static struct cv_job *job_alloc(enum cv_job_kind kind, bool registered) {
     return job;
 }
 
-/* Takes ownership of the request; false when the losses array cannot be allocated. */
+/* Takes ownership of the request; false when out of memory (the job's destroy frees it). */
 static bool job_take_request(struct cv_job *job, void *req) {
     if (job->kind == CV_JOB_KIND_TRAIN) {
         struct cv_train_request *tr = req;
@@ -335,7 +359,12 @@ static bool job_take_request(struct cv_job *job, void *req) {
         job->corr2d = *cr;
         memset(cr, 0, sizeof *cr);
     }
-    return true;
+    /* The settings a listed job shows as "params", fixed from now on. */
+    if (job->registered)
+        job->params_json = job->kind == CV_JOB_KIND_TRAIN
+                               ? cv_api_train_params_dump(&job->train, NULL)
+                               : cv_api_corr2d_params_dump(&job->corr2d, NULL);
+    return !job->registered || job->params_json != NULL;
 }
 
 static void job_destroy(struct cv_job *job) {
@@ -344,6 +373,7 @@ static void job_destroy(struct cv_job *job) {
     free(job->events);
     free(job->losses);
     free(job->result_json);
+    free(job->params_json);
     free(job->ckpt);
     if (job->resume != NULL) {
         cv_persist_ckpt_free(job->resume);
@@ -475,6 +505,9 @@ int cv_job_register(struct cv_job *job, bool queued) {
         .elapsed_ms = NAN,
         .request = blob,
         .request_len = blob_len,
+        .name = cv_job_meta(job)->name,
+        .labels_json = cv_job_meta(job)->labels_json,
+        .params_json = job->params_json,
     };
     snprintf(row.id, sizeof row.id, "%s", job->id);
     if (!queued)
@@ -849,6 +882,18 @@ static bool on_step(const struct cv_train_step *s, void *user) {
     struct cv_job *job = ctx->job;
     const struct cv_train_request *r = &job->train;
     job->losses[s->step - 1] = s->loss;
+    char *warning = NULL;
+    size_t warning_len = 0;
+    if (s->step == 1)
+        job->first_loss = s->loss;
+    else if (!job->warned_rising && job->first_loss > 0 && s->loss > 1e3 * job->first_loss) {
+        /* Not an error (a loss may climb and recover), but never a silent 4.8e9. */
+        job->warned_rising = true;
+        warning = cv_api_event_warning_dump(
+            "loss_rising", s->step, s->loss, job->first_loss,
+            "the loss grew more than 1000x over its first value; the lr is probably too large",
+            &warning_len);
+    }
     bool last = s->step == s->steps || (r->params.has_stop_loss && s->loss <= r->params.stop_loss);
     char *json = NULL;
     size_t len = 0;
@@ -863,6 +908,8 @@ static bool on_step(const struct cv_train_step *s, void *user) {
     job->step = s->step;
     job->last_loss = s->loss;
     job->progress_dirty = true;
+    if (warning != NULL)
+        push_locked(job, "warning", warning, warning_len);
     if (json != NULL)
         push_locked(job, "step", json, len);
     pthread_mutex_unlock(&job->mu);

@@ -215,6 +215,7 @@ int main(int argc, char **argv) {
     const struct cv_config *cfg = &cv_srv.cfg;
     if (!open_store(cfg))
         return 1;
+    cv_kreg_init();
     if (cv_pool_new(cfg->workers, cfg->threads, cfg->queue, &cv_srv.pool) != CV_OK) {
         cv_log_msg("error", "cannot start the worker pool", NULL);
         return 1;
@@ -237,6 +238,17 @@ int main(int argc, char **argv) {
              port, CV_VERSION, cfg->workers, cfg->threads, cfg->queue, (long long)cfg->max_body,
              (long long)cfg->max_elements, (int)cfg->max_steps, cv_store_backend(cv_srv.store));
     cv_log_msg("info", "listening", extra);
+    /* For the person who started it: where to point a browser or curl. */
+    const char *host = cfg->listen;
+    char shown[320];
+    const char *colon = strrchr(host, ':');
+    size_t hl = colon != NULL ? (size_t)(colon - host) : 0;
+    if (hl == 0 || (hl == 7 && strncmp(host, "0.0.0.0", 7) == 0))
+        snprintf(shown, sizeof shown, "127.0.0.1");
+    else
+        snprintf(shown, sizeof shown, "%.*s", (int)hl, host);
+    printf("convd serving on http%s://%s:%d/\n", cfg->tls_cert[0] ? "s" : "", shown, port);
+    fflush(stdout);
 
     int sig;
     while (sigwait(&set, &sig) != 0)

@@ -246,7 +246,7 @@ static int handle_train(struct MHD_Connection *conn, struct cv_req *req) {
 
 static int handle_kernels(struct MHD_Connection *conn, struct cv_req *req) {
     size_t len = 0;
-    char *body = cv_api_kernels_dump(&len);
+    char *body = cv_kreg_list_dump(&len);
     int ret = body ? cv_http_reply(conn, req, 200, "application/json", body, len)
                    : cv_http_reply_status(conn, req, CV_ENOMEM);
     free(body);
@@ -278,20 +278,20 @@ static int handle_readyz(struct MHD_Connection *conn, struct cv_req *req) {
 /* ---- jobs ---------------------------------------------------------------------------------- */
 
 /* The job resource as it stands (caller free()s); NULL when out of memory. */
-static char *job_dump(struct cv_job *job, size_t *len) {
+static char *job_dump(struct cv_job *job, bool with_losses, size_t *len) {
     char times[3][40];
     struct cv_api_job_view v;
     pthread_mutex_lock(&job->mu);
-    cv_job_view_locked(job, &v, times);
+    cv_job_view_locked(job, &v, times, with_losses);
     char *body = cv_api_job_dump(&v, true, len);
     pthread_mutex_unlock(&job->mu);
     return body;
 }
 
-static char *row_dump(const struct cv_store_job *row, size_t *len) {
+static char *row_dump(const struct cv_store_job *row, bool with_losses, size_t *len) {
     char times[3][40];
     struct cv_api_job_view v;
-    cv_job_view_row(row, &v, times);
+    cv_job_view_row(row, &v, times, with_losses);
     return cv_api_job_dump(&v, true, len);
 }
 
@@ -304,6 +304,12 @@ static int reply_job_body(struct MHD_Connection *conn, struct cv_req *req, char 
     if (location != NULL)
         snprintf(req->location, sizeof req->location, "%s", location);
     return cv_http_reply_take(conn, req, status, "application/json", body, len);
+}
+
+/* GET /jobs/{id}?include=losses: the result keeps every step's loss. */
+static bool wants_losses(struct MHD_Connection *conn) {
+    const char *include = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "include");
+    return include != NULL && strcmp(include, "losses") == 0;
 }
 
 static int handle_job_create(struct MHD_Connection *conn, struct cv_req *req) {
@@ -353,7 +359,7 @@ static int handle_job_create(struct MHD_Connection *conn, struct cv_req *req) {
     }
     /* The reply shows the job as accepted, "queued", whatever the worker does next. */
     size_t len = 0;
-    char *body = job_dump(job, &len);
+    char *body = job_dump(job, false, &len);
     rc = cv_job_register(job, true);
     if (rc != CV_OK) {
         free(body);
@@ -393,7 +399,37 @@ static bool query_int(struct MHD_Connection *conn, const char *name, long long l
     return true;
 }
 
-#define JOBS_LIST_MAX 1000
+#define JOBS_LIST_MAX       1000
+#define LABEL_SELECTORS_MAX 8
+
+/* The ?label=key=value selectors of a request (repeatable: all must match). */
+struct label_query {
+    const char *sel[LABEL_SELECTORS_MAX];
+    int n;
+    bool bad, too_many;
+};
+
+static enum MHD_Result collect_label(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value) {
+    struct label_query *q = cls;
+    if (strcmp(key, "label") != 0)
+        return MHD_YES;
+    if (value == NULL || !cv_api_label_selector_ok(value))
+        q->bad = true;
+    else if (q->n == LABEL_SELECTORS_MAX)
+        q->too_many = true;
+    else
+        q->sel[q->n++] = value;
+    return MHD_YES;
+}
+
+/* True when a job's labels (JSON text or NULL) match every selector. */
+static bool labels_match(const char *labels_json, const struct label_query *q) {
+    for (int i = 0; i < q->n; i++)
+        if (!cv_api_labels_match(labels_json, q->sel[i]))
+            return false;
+    return true;
+}
 
 static int handle_job_list(struct MHD_Connection *conn, struct cv_req *req) {
     long long limit = 100;
@@ -410,6 +446,12 @@ static int handle_job_list(struct MHD_Connection *conn, struct cv_req *req) {
                                    "status must be one of queued, running, succeeded, failed, "
                                    "cancelling, cancelled");
     }
+    struct label_query lq = {0};
+    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_label, &lq);
+    if (lq.bad || lq.too_many)
+        return reply_bad_query(conn, req, "label",
+                               "label must be key=value (a label key and a non-empty value), at "
+                               "most 8 of them");
     /* The store lists every job; live ones are shown as this process sees them (fresher). */
     static const int to_store[] = {
         [CV_JOB_STATE_QUEUED] = CV_STORE_JOB_QUEUED,
@@ -419,7 +461,9 @@ static int handle_job_list(struct MHD_Connection *conn, struct cv_req *req) {
         [CV_JOB_STATE_CANCELLING] = CV_STORE_JOB_RUNNING,
         [CV_JOB_STATE_CANCELLED] = CV_STORE_JOB_CANCELLED,
     };
-    struct cv_store_query q = {.status = state < 0 ? -1 : to_store[state], .limit = (size_t)limit};
+    struct cv_store_query q = {.status = state < 0 ? -1 : to_store[state],
+                               /* with a label filter the limit applies to the matches */
+                               .limit = lq.n > 0 ? JOBS_LIST_MAX : (size_t)limit};
     struct cv_store_job *rows = NULL;
     size_t n = 0;
     int st = cv_store_job_list(cv_srv.store, &q, &rows, &n);
@@ -438,10 +482,12 @@ static int handle_job_list(struct MHD_Connection *conn, struct cv_req *req) {
         /* A live job's view is copied under its own lock, one job at a time, and rendered
          * after every lock is released: a worker stepping a job never waits for the whole
          * list. The view's strings are the job's immutable id, static names, and copies. */
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = 0; i < n && m < (size_t)limit; i++) {
+            if (!labels_match(rows[i].labels_json, &lq))
+                continue;
             if (live[i] != NULL) {
                 pthread_mutex_lock(&live[i]->mu);
-                cv_job_view_locked(live[i], &views[m], times[m]);
+                cv_job_view_locked(live[i], &views[m], times[m], false);
                 if (views[m].error_detail != NULL) {
                     snprintf(details[m], sizeof details[m], "%s", views[m].error_detail);
                     views[m].error_detail = details[m];
@@ -449,7 +495,7 @@ static int handle_job_list(struct MHD_Connection *conn, struct cv_req *req) {
                 views[m].result_json = NULL; /* lists leave the result out */
                 pthread_mutex_unlock(&live[i]->mu);
             } else {
-                cv_job_view_row(&rows[i], &views[m], times[m]);
+                cv_job_view_row(&rows[i], &views[m], times[m], false);
             }
             /* cancelling is running with a cancel request: filter on what is shown */
             if (state < 0 || strcmp(views[m].status, cv_job_state_name(state)) == 0)
@@ -508,7 +554,8 @@ static int handle_job_get(struct MHD_Connection *conn, struct cv_req *req) {
     if (!find_job(conn, req, CV_STORE_LOAD_RESULT, &job, &row, &ret))
         return ret;
     size_t len = 0;
-    char *body = job ? job_dump(job, &len) : row_dump(&row, &len);
+    bool losses = wants_losses(conn);
+    char *body = job ? job_dump(job, losses, &len) : row_dump(&row, losses, &len);
     ret = reply_job_body(conn, req, body, len, 200, NULL);
     cv_job_unref(job);
     cv_store_job_free(&row);
@@ -588,7 +635,7 @@ static int handle_job_delete(struct MHD_Connection *conn, struct cv_req *req) {
             return reply_not_found(conn, req);
     }
     size_t len = 0;
-    char *body = job ? job_dump(job, &len) : row_dump(&row, &len);
+    char *body = job ? job_dump(job, false, &len) : row_dump(&row, false, &len);
     ret = reply_job_body(conn, req, body, len, terminal ? 200 : 202, NULL);
     cv_job_unref(job);
     cv_store_job_free(&row);
@@ -639,6 +686,127 @@ static int handle_job_events(struct MHD_Connection *conn, struct cv_req *req) {
     return ret;
 }
 
+/* ---- saved kernels -------------------------------------------------------------------------- */
+
+static int reply_not_found_kernel(struct MHD_Connection *conn, struct cv_req *req) {
+    struct cv_api_error err;
+    cv_api_error_set(&err, 404, "not_found", NULL, "no saved kernel %s", req->path_id);
+    return cv_http_reply_problem(conn, req, &err);
+}
+
+/* The learned kernel of a finished training job, copied into *out with its reply rank. */
+static int kernel_from_job(struct MHD_Connection *conn, struct cv_req *req, const char *id,
+                           struct cv_tensor *out, int *rank, int *ret) {
+    struct cv_api_error err;
+    struct cv_job *job = cv_jobs_find(id);
+    if (job == NULL) { /* finished jobs live in the store only */
+        struct cv_store_job row;
+        int st = cv_store_job_get(cv_srv.store, id, CV_STORE_LOAD_RESULT, &row);
+        if (st != CV_STORE_OK && st != CV_STORE_NOT_FOUND) {
+            *ret = cv_http_reply_store_error(conn, req, st);
+            return CV_EINVAL;
+        }
+        struct cv_api_limits lim = limits();
+        bool ok = st == CV_STORE_OK && row.kind == CV_STORE_KIND_TRAIN && row.result != NULL &&
+                  (row.status == CV_STORE_JOB_SUCCEEDED || row.status == CV_STORE_JOB_CANCELLED) &&
+                  cv_api_result_weight(row.result, row.result_len, &lim, out, rank) == CV_OK;
+        cv_store_job_free(&row);
+        if (ok)
+            return CV_OK;
+        if (st == CV_STORE_NOT_FOUND)
+            cv_api_error_set(&err, 422, "invalid_field", "/from_job", "no job %s", id);
+        else
+            cv_api_error_set(&err, 422, "invalid_field", "/from_job",
+                             "job %s is not a training that has finished with a kernel", id);
+        *ret = cv_http_reply_problem(conn, req, &err);
+        return CV_EINVAL;
+    }
+    pthread_mutex_lock(&job->mu);
+    bool ok = job->kind == CV_JOB_KIND_TRAIN && job->terminal &&
+              (job->state == CV_JOB_STATE_SUCCEEDED || job->state == CV_JOB_STATE_CANCELLED) &&
+              job->result.steps_done > 0;
+    pthread_mutex_unlock(&job->mu);
+    int rc = CV_EINVAL;
+    if (!ok) {
+        cv_api_error_set(&err, 422, "invalid_field", "/from_job",
+                         "job %s is not a training that has finished with a kernel", id);
+        *ret = cv_http_reply_problem(conn, req, &err);
+    } else {
+        /* Terminal: the worker no longer touches the weight. */
+        const struct cv_tensor *w = &job->train.weight;
+        rc = cv_tensor_init(out, w->n, w->c, w->h, w->w);
+        if (rc == CV_OK) {
+            memcpy(out->data, w->data, (size_t)cv_tensor_numel(w) * sizeof(float));
+            *rank = job->train.weight_rank;
+        } else {
+            *ret = cv_http_reply_status(conn, req, rc);
+        }
+    }
+    cv_job_unref(job);
+    return rc;
+}
+
+static int handle_kernel_save(struct MHD_Connection *conn, struct cv_req *req) {
+    struct cv_api_limits lim = limits();
+    struct cv_api_kernel_save k;
+    struct cv_api_error err;
+    if (cv_api_kernel_save_parse(req->body, req->body_len, &lim, &k, &err) != CV_OK)
+        return cv_http_reply_problem(conn, req, &err);
+    int ret = MHD_NO;
+    if (k.from_job[0] != '\0' &&
+        kernel_from_job(conn, req, k.from_job, &k.weight, &k.rank, &ret) != CV_OK) {
+        cv_api_kernel_save_free(&k);
+        return ret;
+    }
+    bool replaced = false;
+    char name[sizeof k.name];
+    memcpy(name, k.name, sizeof name);
+    int rc = cv_kreg_put(name, &k.weight, k.rank, k.from_job[0] ? k.from_job : NULL, &replaced);
+    cv_api_kernel_save_free(&k);
+    if (rc == CV_ETOOBIG) {
+        cv_api_error_set(&err, 409, "too_many_kernels", "/name",
+                         "256 kernels are saved already; DELETE /kernels/{name} one first");
+        return cv_http_reply_problem(conn, req, &err);
+    }
+    if (rc != CV_OK)
+        return cv_http_reply_status(conn, req, rc);
+    bool found;
+    size_t len = 0;
+    char *body = cv_kreg_dump(name, &len, &found);
+    if (body == NULL)
+        return cv_http_reply_status(conn, req, CV_ENOMEM);
+    char location[96];
+    snprintf(location, sizeof location, "/kernels/%s", name);
+    snprintf(req->location, sizeof req->location, "%s", location);
+    return cv_http_reply_take(conn, req, replaced ? 200 : 201, "application/json", body, len);
+}
+
+static int handle_kernel_get(struct MHD_Connection *conn, struct cv_req *req) {
+    bool found;
+    size_t len = 0;
+    char *body = cv_api_builtin_kernel_dump(req->path_id, &len, &found);
+    if (!found)
+        body = cv_kreg_dump(req->path_id, &len, &found);
+    if (!found)
+        return reply_not_found_kernel(conn, req);
+    return body ? cv_http_reply_take(conn, req, 200, "application/json", body, len)
+                : cv_http_reply_status(conn, req, CV_ENOMEM);
+}
+
+static int handle_kernel_delete(struct MHD_Connection *conn, struct cv_req *req) {
+    bool builtin;
+    free(cv_api_builtin_kernel_dump(req->path_id, NULL, &builtin));
+    if (builtin) {
+        struct cv_api_error err;
+        cv_api_error_set(&err, 409, "name_taken", NULL,
+                         "\"%s\" is a built-in kernel and cannot be deleted", req->path_id);
+        return cv_http_reply_problem(conn, req, &err);
+    }
+    if (!cv_kreg_delete(req->path_id))
+        return reply_not_found_kernel(conn, req);
+    return cv_http_reply(conn, req, 204, "application/json", "", 0);
+}
+
 /* ---- operations ------------------------------------------------------------------------------ */
 
 static int handle_metrics(struct MHD_Connection *conn, struct cv_req *req) {
@@ -651,10 +819,43 @@ static int handle_metrics(struct MHD_Connection *conn, struct cv_req *req) {
     return ret;
 }
 
+/* The page's headers: scripts and styles only from this origin (no inline code, so an
+ * injected tag runs nothing), no framing, no sniffing, no referrer. */
+static const char *const page_headers[] = {
+    "Content-Security-Policy",
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options",
+    "nosniff",
+    "Referrer-Policy",
+    "no-referrer",
+    "X-Frame-Options",
+    "DENY",
+    NULL,
+};
+
+static int reply_asset(struct MHD_Connection *conn, struct cv_req *req, const char *type,
+                       const char *text, size_t len) {
+    req->extra_headers = page_headers;
+    return cv_http_reply(conn, req, 200, type, text, len);
+}
+
 static int handle_page(struct MHD_Connection *conn, struct cv_req *req) {
     size_t len = 0;
     const char *page = cv_page_html(&len);
-    return cv_http_reply(conn, req, 200, "text/html; charset=utf-8", page, len);
+    return reply_asset(conn, req, "text/html; charset=utf-8", page, len);
+}
+
+static int handle_page_js(struct MHD_Connection *conn, struct cv_req *req) {
+    size_t len = 0;
+    const char *js = cv_page_js(&len);
+    return reply_asset(conn, req, "text/javascript; charset=utf-8", js, len);
+}
+
+static int handle_page_css(struct MHD_Connection *conn, struct cv_req *req) {
+    size_t len = 0;
+    const char *css = cv_page_css(&len);
+    return reply_asset(conn, req, "text/css; charset=utf-8", css, len);
 }
 
 static int handle_openapi(struct MHD_Connection *conn, struct cv_req *req) {
@@ -675,8 +876,13 @@ const struct cv_route cv_routes[] = {
     {"DELETE", "/jobs/{id}", handle_job_delete, 0},
     {"GET", "/jobs/{id}/events", handle_job_events, 0},
     {"GET", "/kernels", handle_kernels, 0},
+    {"POST", "/kernels", handle_kernel_save, CV_ROUTE_FLAGS_JSON_BODY},
+    {"GET", "/kernels/{id}", handle_kernel_get, 0},
+    {"DELETE", "/kernels/{id}", handle_kernel_delete, 0},
     {"GET", "/openapi.json", handle_openapi, 0},
     {"GET", "/", handle_page, CV_ROUTE_FLAGS_PUBLIC},
+    {"GET", "/app.js", handle_page_js, CV_ROUTE_FLAGS_PUBLIC},
+    {"GET", "/app.css", handle_page_css, CV_ROUTE_FLAGS_PUBLIC},
     {"GET", "/healthz", handle_healthz, CV_ROUTE_FLAGS_PUBLIC | CV_ROUTE_FLAGS_PROBE},
     {"GET", "/livez", handle_healthz, CV_ROUTE_FLAGS_PUBLIC | CV_ROUTE_FLAGS_PROBE},
     {"GET", "/readyz", handle_readyz, CV_ROUTE_FLAGS_PUBLIC | CV_ROUTE_FLAGS_PROBE},

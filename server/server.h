@@ -190,6 +190,9 @@ struct cv_job {
     enum cv_job_state state;
     int32_t attempt;             /* the store's fencing token; 0 until claimed */
     struct cv_job_event *events; /* events not yet trimmed: seqs base_seq .. next_seq-1 */
+    char *params_json;           /* the settings as JSON ("params"), owned; set at creation */
+    double first_loss;           /* worker only: the first step's loss */
+    bool warned_rising;          /* worker only: the loss_rising warning was sent */
     size_t n_events, cap_events;
     int64_t base_seq;    /* seq of events[0] */
     int64_t written_seq; /* last seq committed to the store (-1: none); readers send only up to
@@ -303,12 +306,42 @@ void cv_jobs_forget_taken(void);
  * unregistered ones submitted to the pool and not finished (drain waits for 0). */
 int cv_jobs_active(void);
 
-/* Fills a view of a live job for the api layer's dumps, using the caller's buffers for the
- * times; the view borrows from the job, whose mu the caller must hold while it is used. */
-void cv_job_view_locked(struct cv_job *job, struct cv_api_job_view *v, char times[3][40]);
+/* Fills a view of the job for the api layer's dumps, using the caller's buffers for the
+ * times; the view borrows from the job, which must stay referenced and whose mu the caller
+ * must hold while the view is used. with_losses: the result keeps every step's loss. */
+void cv_job_view_locked(struct cv_job *job, struct cv_api_job_view *v, char times[3][40],
+                        bool with_losses);
+
+/* The job's "name" and "labels" (JSON text) as given at submission; NULL when none. */
+const struct cv_api_job_meta *cv_job_meta(const struct cv_job *job);
+
+/* ---- kreg.c: users' named kernels (in memory; the store's kernels table later) ---------- */
+
+/* Installs the registry as the api layer's kernel resolver. Call once before serving. */
+void cv_kreg_init(void);
+
+/* Saves a copy of weight (rank as written) under name, replacing a saved kernel of that name
+ * (*replaced). source is the job id it came from, or NULL. Returns CV_OK, CV_ENOMEM, or
+ * CV_ETOOBIG when 256 kernels are saved already. */
+int cv_kreg_put(const char *name, const struct cv_tensor *weight, int rank, const char *source,
+                bool *replaced);
+
+/* Copies the kernel named name into *out (caller frees) with its rank. False when none. */
+bool cv_kreg_get(const char *name, struct cv_tensor *out, int *rank);
+
+/* Deletes a saved kernel. False when there was none. */
+bool cv_kreg_delete(const char *name);
+
+/* GET /kernels: built-in and saved kernels (caller free()s); NULL when out of memory. */
+char *cv_kreg_list_dump(size_t *len);
+
+/* One saved kernel (caller free()s); *found false (and NULL) when there is none. */
+char *cv_kreg_dump(const char *name, size_t *len, bool *found);
 
 /* Fills a view of a stored job row (borrowed: the row must outlive the view). */
-void cv_job_view_row(const struct cv_store_job *row, struct cv_api_job_view *v, char times[3][40]);
+/* with_losses: the result keeps every step's loss (?include=losses). */
+void cv_job_view_row(const struct cv_store_job *row, struct cv_api_job_view *v, char times[3][40],
+                     bool with_losses);
 
 /* ---- persist.c: request and checkpoint blobs --------------------------------------------- */
 
@@ -461,10 +494,11 @@ struct cv_req {
     uint64_t bytes_out;
     atomic_uint_fast64_t stream_bytes; /* bytes written by a stream reader */
     char job_id[40];
-    char path_id[64];        /* the segment a "{id}" of the route matched */
-    char server_timing[160]; /* Server-Timing header value, \"\" for none */
-    char location[80];       /* Location header value, \"\" for none */
-    const char *query_after; /* borrowed from MHD for the request: ?after= */
+    char path_id[64];                 /* the segment a "{id}" of the route matched */
+    char server_timing[160];          /* Server-Timing header value, \"\" for none */
+    char location[112];               /* Location header value, \"\" for none */
+    const char *query_after;          /* borrowed from MHD for the request: ?after= */
+    const char *const *extra_headers; /* name/value pairs, NULL-terminated; static; or NULL */
 };
 
 /* A route handler: runs on the final MHD call with the whole body in req. Returns the
@@ -526,8 +560,10 @@ bool cv_http_client_gone(struct MHD_Connection *conn);
 int cv_stream_reply(struct MHD_Connection *conn, struct cv_req *req, const char *id,
                     struct cv_job *job, int64_t from, bool sse, bool cancel_on_close);
 
-/* The web page (clients/web/index.html, built in); its length in *len. */
+/* The web page (clients/web/index.html, app.js and app.css, built in); length in *len. */
 const char *cv_page_html(size_t *len);
+const char *cv_page_js(size_t *len);
+const char *cv_page_css(size_t *len);
 
 /* Monotonic milliseconds. */
 double cv_now_ms(void);

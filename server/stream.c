@@ -115,8 +115,10 @@ static ssize_t quiet(struct stream *s, char *buf, size_t max) {
             cv_job_cancel(s->job);
         return MHD_CONTENT_READER_END_WITH_ERROR;
     }
-    if (s->sse && cv_now_ms() - s->last_write_ms >= cv_srv.cfg.heartbeat * 1000.0) {
-        set_pending_static(s, ": keep-alive\n\n");
+    if (cv_now_ms() - s->last_write_ms >= cv_srv.cfg.heartbeat * 1000.0) {
+        /* A quiet stream (a slow step) says it is alive, so that no client's read timeout
+         * mistakes it for a dead server. NDJSON readers skip the heartbeat event. */
+        set_pending_static(s, s->sse ? ": keep-alive\n\n" : "{\"event\":\"heartbeat\"}\n");
         if (s->pending != NULL)
             return copy_pending(s, buf, max);
     }
@@ -217,10 +219,9 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
             deadline.tv_sec++;
             deadline.tv_nsec -= 1000000000L;
         }
-        if (pthread_cond_timedwait(&job->cond, &job->mu, &deadline) == 0) {
-            pthread_mutex_unlock(&job->mu);
-            continue;
-        }
+        /* Woken or timed out alike: a running job's progress commits wake readers without a
+         * new event, so the heartbeat and the disconnect check come after every wait. */
+        pthread_cond_timedwait(&job->cond, &job->mu, &deadline);
         pthread_mutex_unlock(&job->mu);
         ssize_t q = quiet(s, buf, max);
         if (q != 0)

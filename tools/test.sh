@@ -25,17 +25,11 @@ export CK_TIMEOUT_MULTIPLIER=${CK_TIMEOUT_MULTIPLIER:-1}
 times=()
 
 install_test_packages() {
-  local missing=()
-  mapfile -t pkgs < <(grep -v '^\s*\(#\|$\)' tools/test-packages.txt)
-  for p in "${pkgs[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    if [ "$(id -u)" = 0 ]; then
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
-    else
-      echo "test.sh: warning: test packages missing (run as root to install): ${missing[*]}" >&2
-    fi
+  # The test tools (tools/test-packages.txt: check, libcurl, clang, Chromium, PostgreSQL, ...).
+  if [ "$(id -u)" = 0 ]; then
+    tools/setup.sh --install-only tools/test-packages.txt
+  else
+    echo "test.sh: not root: test packages not checked (tools/test-packages.txt)" >&2
   fi
 }
 

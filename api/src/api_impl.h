@@ -346,4 +346,21 @@ bool cv__kernel_is_named(const json_t *v);
 void cv__kernel_named_parse(struct cv__parse *p, json_t *v, const char *ptr,
                             struct cv__tensor_json *out);
 
+/* ---- job metadata and user kernels (meta_json.c, kernels_user.c) ------------------------ */
+
+/* Rows for "name" and "labels" of a submission; dst is a struct cv_api_job_meta whose strings
+ * they allocate (the spec's owner frees them with cv_api_job_meta_free). */
+void cv__field_name(struct cv__parse *p, const struct cv__field *f, json_t *v, const char *ptr,
+                    void *dst);
+void cv__field_labels(struct cv__parse *p, const struct cv__field *f, json_t *v, const char *ptr,
+                      void *dst);
+
+/* True when name is one of the built-in kernels (kernels.c). */
+bool cv__kernel_is_builtin(const char *name);
+
+/* Asks the installed resolver for a saved kernel: true with *out filled (owned, nested form)
+ * when there is one, false when there is none or no resolver. */
+bool cv__kernel_user_lookup(struct cv__parse *p, const char *name, const char *ptr,
+                            struct cv__tensor_json *out);
+
 #endif

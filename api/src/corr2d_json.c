@@ -14,6 +14,7 @@ struct corr2d_spec {
     struct cv__bias_json bias;
     struct cv__geom_json geom;
     struct cv__out_form out_form;
+    struct cv_api_job_meta meta;
 };
 
 static void field_kernel(struct cv__parse *p, const struct cv__field *f, json_t *v, const char *ptr,
@@ -31,12 +32,15 @@ static const struct cv__field corr2d_fields[] = {
     CV__GEOM_FIELDS(struct corr2d_spec, geom),
     {"output_format", cv__field_out_form, offsetof(struct corr2d_spec, out_form), 0, 0, 0},
     {"kind", cv__field_kind, 0, CV_API_JOB_KIND_CORR2D, 0, 0},
+    {"name", cv__field_name, offsetof(struct corr2d_spec, meta), 0, 0, 0},
+    {"labels", cv__field_labels, offsetof(struct corr2d_spec, meta), 0, 0, 0},
 };
 
 static void spec_free(struct corr2d_spec *s) {
     cv__tensor_json_free(&s->x);
     cv__tensor_json_free(&s->k);
     cv__bias_json_free(&s->bias);
+    cv_api_job_meta_free(&s->meta);
 }
 
 static void spec_free_any(void *s) {
@@ -107,6 +111,8 @@ static void build(struct cv__parse *p, struct corr2d_spec *s, struct cv_corr2d_r
     s->x.t = s->k.t = (struct cv_tensor){0};
     req->out_rank = out_rank;
     req->out_form = cv__out_form_pick(&s->out_form, s->x.form);
+    req->meta = s->meta;
+    s->meta = (struct cv_api_job_meta){0};
 }
 
 int cv_api_corr2d_parse(const char *body, size_t len, const struct cv_api_limits *lim,
@@ -133,6 +139,7 @@ void cv_api_corr2d_request_free(struct cv_corr2d_request *req) {
     cv_tensor_free(&req->k);
     cv_tensor_free(&req->y);
     free(req->bias);
+    cv_api_job_meta_free(&req->meta);
     memset(req, 0, sizeof *req);
 }
 

@@ -112,12 +112,31 @@ char *cv_api_train_reply_dump(const struct cv_train_request *req, const char *st
     cv__buf_put_str_or_null(&b, status);
     cv__buf_puts(&b, ",\"steps\":");
     cv__buf_put_i64(&b, res->steps_done);
-    cv__buf_puts(&b, ",\"losses\":[");
-    for (int32_t i = 0; i < n_losses; i++) {
-        if (i > 0)
-            cv__buf_putc(&b, ',');
-        put_loss(&b, losses[i]);
+    if (losses != NULL || n_losses == 0) {
+        cv__buf_puts(&b, ",\"losses\":[");
+        for (int32_t i = 0; i < n_losses; i++) {
+            if (i > 0)
+                cv__buf_putc(&b, ',');
+            put_loss(&b, losses[i]);
+        }
+        cv__buf_putc(&b, ']');
     }
-    cv__buf_putc(&b, ']');
     return finish_result(&b, req, res, elapsed_ms, len);
+}
+
+char *cv_api_event_warning_dump(const char *code, int32_t step, double loss, double first_loss,
+                                const char *detail, size_t *len) {
+    struct cv__buf b = {0};
+    cv__buf_puts(&b, "{\"event\":\"warning\",\"code\":");
+    cv__buf_put_str(&b, code);
+    cv__buf_puts(&b, ",\"step\":");
+    cv__buf_put_i64(&b, step);
+    cv__buf_puts(&b, ",\"loss\":");
+    cv__buf_put_f32(&b, (float)loss);
+    cv__buf_puts(&b, ",\"first_loss\":");
+    cv__buf_put_f32(&b, (float)first_loss);
+    cv__buf_puts(&b, ",\"detail\":");
+    cv__buf_put_str(&b, detail);
+    cv__buf_putc(&b, '}');
+    return cv__buf_finish(&b, len);
 }

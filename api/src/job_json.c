@@ -1,8 +1,30 @@
 /* Jobs in JSON: the "kind" of a POST /jobs body, and job resources for GET /jobs[/{id}]. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "api_impl.h"
+
+/* The result without its "losses" member (a 42,000-step job's losses are half a megabyte;
+ * GET /jobs/{id} shows them only with ?include=losses), malloc'd; NULL when it has none
+ * (then the text is shown as it is). */
+static char *result_without_losses(const char *result_json) {
+    /* convd wrote this text: "losses" is a flat array of numbers, followed by a comma. */
+    const char *at = result_json != NULL ? strstr(result_json, "\"losses\":[") : NULL;
+    const char *close = at != NULL ? strchr(at, ']') : NULL;
+    if (close == NULL)
+        return NULL;
+    size_t skip = (size_t)(close + 1 - at) + (close[1] == ',' ? 1 : 0);
+    size_t head = (size_t)(at - result_json), total = strlen(result_json);
+    if (close[1] != ',' && head > 0 && result_json[head - 1] == ',')
+        head--, skip++; /* the last member: drop the comma before it instead */
+    char *out = malloc(total - skip + 1);
+    if (out == NULL)
+        return NULL;
+    memcpy(out, result_json, head);
+    memcpy(out + head, result_json + head + skip, total - head - skip + 1);
+    return out;
+}
 
 static const char *const kind_names[] = {
     [CV_API_JOB_KIND_CORR2D] = "corr2d",
@@ -53,6 +75,12 @@ static void put_view(struct cv__buf *b, const struct cv_api_job_view *v, bool wi
     cv__buf_put_str(b, v->id);
     cv__buf_puts(b, ",\"kind\":");
     cv__buf_put_str(b, v->kind);
+    cv__buf_puts(b, ",\"name\":");
+    cv__buf_put_str_or_null(b, v->name);
+    cv__buf_puts(b, ",\"labels\":");
+    cv__buf_puts(b, v->labels_json != NULL ? v->labels_json : "{}");
+    cv__buf_puts(b, ",\"params\":");
+    cv__buf_puts(b, v->params_json != NULL ? v->params_json : "null");
     cv__buf_puts(b, ",\"status\":");
     cv__buf_put_str(b, v->status);
     cv__buf_puts(b, ",\"attempt\":");
@@ -76,6 +104,11 @@ static void put_view(struct cv__buf *b, const struct cv_api_job_view *v, bool wi
     cv__buf_put_f32(b, (float)v->loss);
     cv__buf_puts(b, ",\"elapsed_ms\":");
     cv__buf_put_ms(b, v->elapsed_ms);
+    cv__buf_puts(b, ",\"steps_per_s\":");
+    if (v->steps_per_s == v->steps_per_s) /* not NaN */
+        cv__buf_put_f64(b, round(v->steps_per_s * 10.0) / 10.0);
+    else
+        cv__buf_puts(b, "null");
     cv__buf_puts(b, ",\"links\":{\"self\":\"/jobs/");
     cv__buf_puts(b, v->id); /* ids are "j-" + hex: nothing to escape */
     cv__buf_puts(b, "\",\"events\":\"/jobs/");
@@ -83,7 +116,10 @@ static void put_view(struct cv__buf *b, const struct cv_api_job_view *v, bool wi
     cv__buf_puts(b, "/events\"}");
     if (with_result) {
         cv__buf_puts(b, ",\"result\":");
-        cv__buf_puts(b, v->result_json != NULL ? v->result_json : "null");
+        char *brief = v->omit_losses ? result_without_losses(v->result_json) : NULL;
+        const char *text = brief != NULL ? brief : v->result_json;
+        cv__buf_puts(b, text != NULL ? text : "null");
+        free(brief);
     }
     cv__buf_puts(b, ",\"error\":");
     if (v->error_code != NULL) {

@@ -69,6 +69,10 @@ static const struct named_kernel *find_named(const char *name) {
     return NULL;
 }
 
+bool cv__kernel_is_builtin(const char *name) {
+    return find_named(name) != NULL;
+}
+
 bool cv__kernel_is_named(const json_t *v) {
     return json_is_string(v) || (json_is_object(v) && json_object_get(v, "name") != NULL);
 }
@@ -120,13 +124,25 @@ void cv__kernel_named_parse(struct cv__parse *p, json_t *v, const char *ptr,
         return;
     const struct named_kernel *k =
         json_is_string(spec.name) ? find_named(json_string_value(spec.name)) : NULL;
+    if (k == NULL && json_is_string(spec.name) &&
+        cv__kernel_user_lookup(p, json_string_value(spec.name), ptr, out)) {
+        if (spec.size != 0 || spec.sigma != 0) {
+            cv__tensor_json_free(out);
+            cv__fail(p, 422, "invalid_field", ptr,
+                     "\"%s\" is a saved kernel: it takes no parameters",
+                     json_string_value(spec.name));
+        }
+        return;
+    }
     if (k == NULL) {
         char names[256];
         size_t o = 0;
         for (size_t i = 0; i < N_NAMED && o < sizeof names; i++)
             o += (size_t)snprintf(names + o, sizeof names - o, "%s%s", i ? ", " : "",
                                   named_kernels[i].name);
-        cv__fail(p, 422, "invalid_field", ptr, "unknown kernel name; the named kernels are %s",
+        cv__fail(p, 422, "invalid_field", ptr,
+                 "unknown kernel name; the built-in kernels are %s, and GET /kernels lists the "
+                 "saved ones",
                  names);
         return;
     }
@@ -148,41 +164,62 @@ void cv__kernel_named_parse(struct cv__parse *p, json_t *v, const char *ptr,
     build(p, k, spec.size != 0 ? spec.size : k->size, spec.sigma != 0 ? spec.sigma : k->sigma, out);
 }
 
+/* One built-in kernel's entry of GET /kernels; false when memory ran out. */
+static bool put_builtin(struct cv__buf *b, const struct named_kernel *k) {
+    struct cv__tensor_json t = {0};
+    struct cv_api_error err;
+    struct cv__parse p = {.err = &err};
+    if (!build(&p, k, k->size, k->sigma, &t))
+        return false;
+    cv__buf_puts(b, "{\"name\":");
+    cv__buf_put_str(b, k->name);
+    cv__buf_puts(b, ",\"builtin\":true,\"description\":");
+    cv__buf_put_str(b, k->description);
+    if (k->values != NULL) {
+        cv__buf_puts(b, ",\"kernel\":");
+    } else {
+        char doc[64];
+        snprintf(doc, sizeof doc, "odd int from 1 to %d, default %lld", SIZE_MAX_NAMED,
+                 (long long)k->size);
+        cv__buf_puts(b, ",\"parameters\":{\"size\":");
+        cv__buf_put_str(b, doc);
+        if (k->sigma != 0) {
+            snprintf(doc, sizeof doc, "number > 0, default %g", k->sigma);
+            cv__buf_puts(b, ",\"sigma\":");
+            cv__buf_put_str(b, doc);
+        }
+        cv__buf_puts(b, "},\"example\":");
+    }
+    cv__tensor_write(b, &t.t, 2, CV_TENSOR_FORM_NESTED);
+    cv__buf_putc(b, '}');
+    cv__tensor_json_free(&t);
+    return true;
+}
+
 char *cv_api_kernels_dump(size_t *len) {
     struct cv__buf b = {0};
     cv__buf_puts(&b, "{\"kernels\":[");
     for (size_t i = 0; i < N_NAMED; i++) {
-        const struct named_kernel *k = &named_kernels[i];
-        struct cv__tensor_json t = {0};
-        struct cv_api_error err;
-        struct cv__parse p = {.err = &err};
-        if (!build(&p, k, k->size, k->sigma, &t)) {
+        if (i > 0)
+            cv__buf_putc(&b, ',');
+        if (!put_builtin(&b, &named_kernels[i])) {
             free(b.data);
             return NULL;
         }
-        cv__buf_puts(&b, i == 0 ? "{\"name\":" : ",{\"name\":");
-        cv__buf_put_str(&b, k->name);
-        cv__buf_puts(&b, ",\"description\":");
-        cv__buf_put_str(&b, k->description);
-        if (k->values != NULL) {
-            cv__buf_puts(&b, ",\"kernel\":");
-        } else {
-            char doc[64];
-            snprintf(doc, sizeof doc, "odd int from 1 to %d, default %lld", SIZE_MAX_NAMED,
-                     (long long)k->size);
-            cv__buf_puts(&b, ",\"parameters\":{\"size\":");
-            cv__buf_put_str(&b, doc);
-            if (k->sigma != 0) {
-                snprintf(doc, sizeof doc, "number > 0, default %g", k->sigma);
-                cv__buf_puts(&b, ",\"sigma\":");
-                cv__buf_put_str(&b, doc);
-            }
-            cv__buf_puts(&b, "},\"example\":");
-        }
-        cv__tensor_write(&b, &t.t, 2, CV_TENSOR_FORM_NESTED);
-        cv__buf_putc(&b, '}');
-        cv__tensor_json_free(&t);
     }
     cv__buf_puts(&b, "]}");
+    return cv__buf_finish(&b, len);
+}
+
+char *cv_api_builtin_kernel_dump(const char *name, size_t *len, bool *found) {
+    const struct named_kernel *k = find_named(name);
+    *found = k != NULL;
+    if (k == NULL)
+        return NULL;
+    struct cv__buf b = {0};
+    if (!put_builtin(&b, k)) {
+        free(b.data);
+        return NULL;
+    }
     return cv__buf_finish(&b, len);
 }

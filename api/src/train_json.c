@@ -30,6 +30,7 @@ struct train_spec {
     double stop_loss;
     bool stream;
     struct cv__out_form out_form;
+    struct cv_api_job_meta meta;
 };
 
 static const struct cv__field init_fields[] = {
@@ -54,8 +55,13 @@ static void field_steps(struct cv__parse *p, const struct cv__field *f, json_t *
 
 static void field_init(struct cv__parse *p, const struct cv__field *f, json_t *v, const char *ptr,
                        void *dst) {
+    if (json_is_string(v)) { /* "init": "my_edge": a named kernel is the starting weight */
+        cv__kernel_named_parse(p, v, ptr, &((struct init_spec *)dst)->w);
+        return;
+    }
     if (!json_is_object(v)) {
-        cv__fail(p, 422, "invalid_field", ptr, "must be an object {\"weight\", \"bias\"}, not %s",
+        cv__fail(p, 422, "invalid_field", ptr,
+                 "must be a kernel name or an object {\"weight\", \"bias\"}, not %s",
                  cv__json_type_name(v));
         return;
     }
@@ -130,6 +136,8 @@ static const struct cv__field train_fields[] = {
     {"stream", cv__field_bool, SPEC(stream), 0, 0, 0},
     {"output_format", cv__field_out_form, SPEC(out_form), 0, 0, 0},
     {"kind", cv__field_kind, 0, CV_API_JOB_KIND_TRAIN, 0, 0},
+    {"name", cv__field_name, SPEC(meta), 0, 0, 0},
+    {"labels", cv__field_labels, SPEC(meta), 0, 0, 0},
 };
 #undef SPEC
 
@@ -138,6 +146,7 @@ static void spec_free(struct train_spec *s) {
     cv__tensor_json_free(&s->y);
     cv__tensor_json_free(&s->init.w);
     cv__bias_json_free(&s->init.b);
+    cv_api_job_meta_free(&s->meta);
 }
 
 static void spec_free_any(void *s) {
@@ -308,6 +317,8 @@ static void build(struct cv__parse *p, struct train_spec *s, struct cv_train_req
     req->stream = s->stream;
     req->weight_rank = weight_rank;
     req->out_form = cv__out_form_pick(&s->out_form, s->x.form);
+    req->meta = s->meta;
+    s->meta = (struct cv_api_job_meta){0};
 }
 
 int cv_api_train_parse(const char *body, size_t len, const struct cv_api_limits *lim,
@@ -352,5 +363,6 @@ void cv_api_train_request_free(struct cv_train_request *req) {
     cv_tensor_free(&req->y);
     cv_tensor_free(&req->weight);
     free(req->bias);
+    cv_api_job_meta_free(&req->meta);
     memset(req, 0, sizeof *req);
 }

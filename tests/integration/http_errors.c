@@ -138,7 +138,8 @@ START_TEST(test_method_not_allowed) {
     expect_405("GET", "/corr2d", "POST");
     expect_405("PUT", "/train", "POST");
     expect_405("DELETE", "/healthz", "GET");
-    expect_405("POST", "/kernels", "GET");
+    expect_405("PUT", "/kernels", "GET, POST");
+    expect_405("POST", "/kernels/edge", "GET, DELETE");
     expect_healthy(); /* after every kind of bad request */
 }
 END_TEST

@@ -700,7 +700,8 @@ START_TEST(test_openapi) {
                                         strcmp(routes[i].path, path) == 0);
             ck_assert_msg(in_table, "openapi.json describes %s %s, which cv_routes[] lacks", upper,
                           path);
-            char *real = substitute(path, id);
+            /* A path under /kernels names a kernel: a built-in one exists in every daemon. */
+            char *real = substitute(path, strncmp(path, "/kernels/", 9) == 0 ? "edge" : id);
             bool with_body = strcmp(upper, "POST") == 0 || strcmp(upper, "PUT") == 0 ||
                              strcmp(upper, "PATCH") == 0;
             struct cv_reply r;

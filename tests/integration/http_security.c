@@ -219,7 +219,7 @@ static void make_certs(struct certs *c) {
     free(cmd);
     ck_assert_msg(rc == 0,
                   "openssl req failed (status %d): is the openssl package installed "
-                  "(tools/packages.txt)?",
+                  "(tools/test-packages.txt)?",
                   rc);
     ck_assert(access(c->cert, R_OK) == 0 && access(c->key, R_OK) == 0);
 }

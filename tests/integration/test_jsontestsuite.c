@@ -1,4 +1,5 @@
-/* Every JSONTestSuite parsing case (../shared/testdata/jsontestsuite/test_parsing) as the body
+/* Every JSONTestSuite parsing case (tests/data/jsontestsuite/test_parsing, vendored with its MIT
+ * licence) as the body
  * of POST /corr2d and POST /train. None of them is a valid request, so the daemon must answer
  * each with a JSON error and keep serving:
  *   n_ (a parser must reject)  -> 400
@@ -6,9 +7,8 @@
  *   i_ (either)                -> 2xx or 4xx
  * and after every file /healthz still answers 200 and the process is alive.
  *
- * A plain program rather than a check suite: it reports every offending file, not the first,
- * and exits 77 (SKIP_RETURN_CODE) when the data is not there, so a missing checkout of the
- * shared data shows as skipped, never as passed. */
+ * A plain program rather than a check suite: it reports every offending file, not the first.
+ * The data is part of the repository: when it is missing the test fails, it never skips. */
 #include <curl/curl.h>
 #include <dirent.h>
 #include <stdio.h>
@@ -19,12 +19,11 @@
 
 #include "harness.h"
 
-#ifndef CV_SHARED_DIR
-#error "CV_SHARED_DIR must be the shared data directory (set by CMake)"
+#ifndef CV_TESTDATA_DIR
+#error "CV_TESTDATA_DIR must be tests/data (set by CMake)"
 #endif
 
-#define CASES_DIR   CV_SHARED_DIR "/testdata/jsontestsuite/test_parsing"
-#define EXIT_SKIP   77
+#define CASES_DIR   CV_TESTDATA_DIR "/jsontestsuite/test_parsing"
 #define MAX_RESTART 5 /* crashes to survive before giving up: each is reported */
 
 static int failures;
@@ -124,8 +123,8 @@ int main(void) {
     struct dirent **names = NULL;
     int n = scandir(CASES_DIR, &names, is_case, alphasort);
     if (n <= 0) {
-        printf("SKIPPED: no JSONTestSuite cases in %s\n", CASES_DIR);
-        return EXIT_SKIP;
+        printf("FAILED: no JSONTestSuite cases in %s\n", CASES_DIR);
+        return EXIT_FAILURE;
     }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         return EXIT_FAILURE;

@@ -4,15 +4,15 @@
 # ```console block; the lines after it, up to the next "$ " line or the end of the block, are
 # the expected output. Values that change from run to run (elapsed_ms, job ids, drawn seeds)
 # are masked on both sides before comparing.
-# usage: readme_examples.sh CONVD_BINARY README.md
+# usage: readme_examples.sh CONVD_BINARY FILE.md [DIR]   (commands run in DIR, default FILE.md's directory)
 set -euo pipefail
 convd=$1
 readme=$2
-root=$(cd "$(dirname "$readme")" && pwd)
+root=$(cd "${3:-$(dirname "$readme")}" && pwd)
 work=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 
-"$convd" --listen 127.0.0.1:0 2>"$work/log" &
+"$convd" --listen 127.0.0.1:0 >/dev/null 2>"$work/log" &
 pid=$!
 port=
 for _ in $(seq 100); do
@@ -23,7 +23,7 @@ done
 [ -n "$port" ] || { echo "convd did not start"; cat "$work/log"; exit 1; }
 
 mask() {
-  sed -E 's/"elapsed_ms":[-0-9.eE+]+/"elapsed_ms":_/g; s/"job":"[^"]*"/"job":_/g; s/"seed":[0-9]+/"seed":_/g'
+  sed -E 's/"elapsed_ms":[-0-9.eE+]+/"elapsed_ms":_/g; s/"job":"[^"]*"/"job":_/g; s/"seed":[0-9]+/"seed":_/g; s/"created_at":"[^"]*"/"created_at":"_"/g; s/j-[0-9a-f]{32}/j-_/g'
 }
 
 # True when two outputs have the same text around their numbers and each pair of numbers

@@ -82,6 +82,24 @@ struct cv_api_limits {
     int32_t max_steps;    /* /train "steps" above it -> 422 */
 };
 
+/* ---- job metadata: "name" and "labels" of a submission (POST /jobs, /train) ------------- */
+
+struct cv_api_job_meta {
+    char *name;        /* owned; NULL when none: 1..64 printable characters */
+    char *labels_json; /* owned; NULL when none: a compact JSON object of string values with
+                          sorted keys, at most 16 */
+};
+
+/* Releases the strings and leaves *m empty; NULL-safe. */
+void cv_api_job_meta_free(struct cv_api_job_meta *m);
+
+/* True when the labels (JSON text as in cv_api_job_meta, or NULL) have key = value, where the
+ * selector is "key=value" (GET /jobs?label=key=value). */
+bool cv_api_labels_match(const char *labels_json, const char *selector);
+
+/* True when a selector is well formed: "key=value" with a valid key and a non-empty value. */
+bool cv_api_label_selector_ok(const char *selector);
+
 /* ---- POST /corr2d ------------------------------------------------------------------------ */
 
 struct cv_corr2d_request {
@@ -94,6 +112,7 @@ struct cv_corr2d_request {
                                    fills it with cv_corr2d_forward before the reply */
     int out_rank;               /* rank of "output" in the reply: 2, 3 or 4 */
     enum cv_tensor_form out_form;
+    struct cv_api_job_meta meta; /* POST /jobs: "name" and "labels", owned */
 };
 
 /* Parses a /corr2d body into *req (which need not be initialised): JSON syntax (400), an
@@ -125,6 +144,7 @@ struct cv_train_request {
     bool stream;                   /* false: one JSON reply at the end */
     int weight_rank;               /* rank of "weight" in replies: 2, 3 or 4 */
     enum cv_tensor_form out_form;  /* form of "weight" in replies */
+    struct cv_api_job_meta meta;   /* "name" and "labels", owned */
 };
 
 /* Parses a /train body into *req, like cv_api_corr2d_parse (400/413/422 with pointers),
@@ -150,14 +170,28 @@ char *cv_api_event_step_dump(const struct cv_train_step *s, double elapsed_ms, s
 char *cv_api_event_done_dump(const struct cv_train_request *req, const char *status,
                              const struct cv_train_result *res, double elapsed_ms, size_t *len);
 
+/* {"event":"warning","code":code,"step":k,"loss":L,"first_loss":F,"detail":detail}: the
+ * training goes on (loss_rising: the loss grew more than 1000x over its first value). */
+char *cv_api_event_warning_dump(const char *code, int32_t step, double loss, double first_loss,
+                                const char *detail, size_t *len);
+
 /* {"event":"error","status":"failed","code":code,"detail":detail} */
 char *cv_api_event_error_dump(const char *code, const char *detail, size_t *len);
 
 /* The "stream": false reply: {"status":status,"steps":done,"losses":[...],"final_loss":F,
- * "weight":W,"bias":B|null,"elapsed_ms":t}; losses has n_losses entries (borrowed). */
+ * "weight":W,"bias":B|null,"elapsed_ms":t}; losses has n_losses entries (borrowed). When
+ * losses is NULL and n_losses > 0, the "losses" member is left out (GET /jobs/{id} without
+ * ?include=losses). */
 char *cv_api_train_reply_dump(const struct cv_train_request *req, const char *status,
                               const struct cv_train_result *res, const double *losses,
                               int32_t n_losses, double elapsed_ms, size_t *len);
+
+/* The settings of a job as a JSON object, for its resource's "params": kernel_size,
+ * in_channels, out_channels, input_shape, padding [top,bottom,left,right], stride, dilation,
+ * bias, and for a training loss, optimizer, lr (momentum / beta1, beta2, eps), steps, seed,
+ * report_every, stop_loss. */
+char *cv_api_train_params_dump(const struct cv_train_request *req, size_t *len);
+char *cv_api_corr2d_params_dump(const struct cv_corr2d_request *req, size_t *len);
 
 /* ---- jobs: POST /jobs, GET /jobs, GET /jobs/{id} ------------------------------------------ */
 
@@ -184,13 +218,19 @@ struct cv_api_job_view {
     int32_t step, steps;                               /* progress */
     double loss;                                       /* last reported loss */
     double elapsed_ms;
+    double steps_per_s;      /* step rate of a training; NaN when unknown (written as null) */
+    const char *name;        /* NULL when none */
+    const char *labels_json; /* JSON object text, NULL when none (written as {}) */
+    const char *params_json; /* JSON object text, NULL when none */
     const char *result_json;
+    bool omit_losses;                      /* the result is written without its "losses" member */
     const char *error_code, *error_detail; /* "error": {"code","detail"} when code is set */
     int32_t attempt;                       /* runs so far: 1 for the first, 2 after a resume */
 };
 
-/* One job resource: {"id","kind","status","attempt","created_at","started_at","finished_at",
- * "progress":{"step","steps"},"loss","elapsed_ms","links":{"self","events"},"result","error"};
+/* One job resource: {"id","kind","name","labels","params","status","attempt","created_at",
+ * "started_at","finished_at","progress":{"step","steps"},"loss","elapsed_ms","steps_per_s",
+ * "links":{"self","events"},"result","error"};
  * "result" is left out when with_result is false (job lists). */
 char *cv_api_job_dump(const struct cv_api_job_view *v, bool with_result, size_t *len);
 
@@ -208,5 +248,56 @@ const char *cv_api_openapi_json(size_t *len);
 /* {"kernels":[{"name":"edge","kernel":[[1,-1]],"description":"..."}, ...,
  *  {"name":"box","parameters":{"size":"odd int, default 3"},"example":...}]} */
 char *cv_api_kernels_dump(size_t *len);
+
+/* One built-in kernel as GET /kernels lists it; *found is false (and NULL returned) when name
+ * is not built in. */
+char *cv_api_builtin_kernel_dump(const char *name, size_t *len, bool *found);
+
+/* Looks up a saved kernel by name for "kernel": NAME and "init": NAME: returns true with *out
+ * set to a copy the caller owns (free with cv_tensor_free) and *rank to the rank it was saved
+ * with (2..4); false when there is none. Called on connection threads: must be thread-safe. */
+typedef bool (*cv_api_kernel_resolver)(void *user, const char *name, struct cv_tensor *out,
+                                       int *rank);
+
+/* Installs the resolver (at start-up, before serving); NULL removes it. */
+void cv_api_kernels_set_resolver(cv_api_kernel_resolver fn, void *user);
+
+/* True when name can name a saved kernel: 1..64 of A-Z a-z 0-9 _ - . */
+bool cv_api_kernel_name_ok(const char *name);
+
+/* A POST /kernels body: {"name", "from_job": id} or {"name", "weight": tensor}. */
+struct cv_api_kernel_save {
+    char name[65];
+    char from_job[64];       /* "" when the weight is given */
+    struct cv_tensor weight; /* owned; empty when from_job is given */
+    int rank;                /* of the weight as written */
+};
+
+/* Parses a POST /kernels body: 400 as the other parsers, 422 for a bad name or not exactly one
+ * of from_job and weight, 409 name_taken for a built-in name. Free with
+ * cv_api_kernel_save_free. */
+int cv_api_kernel_save_parse(const char *body, size_t len, const struct cv_api_limits *lim,
+                             struct cv_api_kernel_save *out, struct cv_api_error *err);
+void cv_api_kernel_save_free(struct cv_api_kernel_save *k);
+
+/* The learned "weight" of a stored training result (JSON text of len bytes) into *out (caller
+ * frees with cv_tensor_free) with the rank it was written with. CV_EINVAL when it has none. */
+int cv_api_result_weight(const char *result_json, size_t len, const struct cv_api_limits *lim,
+                         struct cv_tensor *out, int *rank);
+
+/* A saved kernel as the replies show it (everything borrowed). */
+struct cv_api_user_kernel {
+    const char *name;
+    const struct cv_tensor *weight;
+    int rank;
+    const char *source;     /* job id it came from, or NULL */
+    const char *created_at; /* RFC 3339 */
+};
+
+/* {"name","builtin":false,"source","created_at","shape","kernel"} */
+char *cv_api_user_kernel_dump(const struct cv_api_user_kernel *k, size_t *len);
+
+/* GET /kernels: the built-in ones (with "builtin": true), then the n saved ones. */
+char *cv_api_kernels_dump_with(const struct cv_api_user_kernel *user, size_t n, size_t *len);
 
 #endif
