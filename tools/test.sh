@@ -64,7 +64,7 @@ step_asan() {
 step_tsan() {
   configure build-tsan -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCV_SANITIZE=thread
   CK_TIMEOUT_MULTIPLIER=10 OMP_NUM_THREADS=1 \
-    TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/sanitize/tsan.supp" \
+    TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 ignore_noninstrumented_modules=1 suppressions=$PWD/tests/sanitize/tsan.supp" \
     ctest --test-dir build-tsan --output-on-failure --timeout 3000 -R 'integration_http'
 }
 
