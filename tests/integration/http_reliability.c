@@ -208,7 +208,14 @@ START_TEST(test_delete_stops_running_corr2d) {
     ck_assert_msg(strcmp(cv_str(j, "status"), "cancelled") == 0,
                   "a deleted corr2d ended %s, expected cancelled", cv_str(j, "status"));
     json_decref(j);
-    ck_assert_int_eq(metric("convd_workers_busy"), 0);
+    /* The job's end is published before its worker goes back to the pool: wait (bounded) for
+     * the worker to be free, i.e. the cancelled loops really returned. */
+    double busy = metric("convd_workers_busy");
+    for (int i = 0; i < 200 && busy != 0; i++) {
+        usleep(50 * 1000);
+        busy = metric("convd_workers_busy");
+    }
+    ck_assert_msg(busy == 0, "a worker still busy 10 s after the deleted corr2d ended");
 }
 END_TEST
 
