@@ -110,7 +110,7 @@ def corr2d_client(port, stop, counts):
         counts[1] += shed
 
 
-def train_client(port, stop):
+def train_client(port, stop, done):
     while not stop.is_set():
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
         try:
@@ -126,6 +126,9 @@ def train_client(port, stop):
             lines = [json.loads(x) for x in body.splitlines() if x.strip() and not x.startswith(b":")]
             if not lines or lines[-1].get("event") != "done":
                 fail(f"train: stream did not end with done: {body[-200:]!r}")
+            else:
+                with lock:
+                    done[0] += 1
         else:
             check_reply(r, body, "train")
 
@@ -220,7 +223,8 @@ def phase_load(port):
     wrk = shutil.which("wrk")
     if wrk is None and os.environ.get("CONVD_LOAD_REQUIRE_WRK") == "1":
         fail("load: wrk is not installed (tools/test-packages.txt) and CONVD_LOAD_REQUIRE_WRK=1")
-    threads = [threading.Thread(target=train_client, args=(port, stop)) for _ in range(TRAINS)]
+    trained = [0]
+    threads = [threading.Thread(target=train_client, args=(port, stop, trained)) for _ in range(TRAINS)]
     if wrk is None:
         print("load: wrk not found: /corr2d from Python clients")
         threads += [threading.Thread(target=corr2d_client, args=(port, stop, counts)) for _ in range(CONNS)]
@@ -245,9 +249,12 @@ def phase_load(port):
         if t.is_alive():
             fail("load: a client is still waiting after 600 s")
     print(f"load: {CONNS} connections for {SECONDS:g} s + {TRAINS} streamed trainings + "
-          f"{len(job_followers)} followed jobs: {counts[0]} /corr2d answered 200, {counts[1]} shed with 503")
+          f"{len(job_followers)} followed jobs: {counts[0]} /corr2d answered 200, {counts[1]} shed with 503; "
+          f"{trained[0]} streamed trainings ended with done")
     if counts[0] == 0:
         fail("load: no /corr2d succeeded")
+    if TRAINS > 0 and trained[0] == 0:
+        fail("load: no streamed training ended with done")
 
 
 def phase_jobs(port):
