@@ -7,7 +7,9 @@
  *   libmicrohttpd after libmicrohttpd has started a thread fails with EAGAIN. In convd that is
  *   the guard's reaper (cv_guard_start right after MHD_start_daemon): the start-up error path of
  *   server/http.c that closed the listening socket after MHD_stop_daemon had closed it. */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
