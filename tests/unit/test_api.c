@@ -82,6 +82,13 @@ static char *corr2d_run(struct cv_corr2d_request *req) {
     return s;
 }
 
+/* Runs req (corr2d_run) and checks that its reply text is want. */
+static void corr2d_expect(struct cv_corr2d_request *req, const char *want) {
+    char *reply = corr2d_run(req);
+    ck_assert_str_eq(reply, want);
+    free(reply);
+}
+
 static json_t *load(const char *text) {
     json_error_t je;
     json_t *v = json_loads(text, JSON_REJECT_DUPLICATES, &je);
@@ -106,9 +113,7 @@ START_TEST(test_seed_example) {
     ck_assert_ptr_null(req.bias);
     ck_assert_int_eq(req.out_rank, 2);
     ck_assert_int_eq(req.out_form, CV_TENSOR_FORM_NESTED);
-    char *reply = corr2d_run(&req);
-    ck_assert_str_eq(reply, "{\"output\":[[19,25],[37,43]]}");
-    free(reply);
+    corr2d_expect(&req, "{\"output\":[[19,25],[37,43]]}");
     cv_api_corr2d_request_free(&req);
     cv_api_corr2d_request_free(&req); /* idempotent */
     cv_api_corr2d_request_free(NULL);
@@ -137,9 +142,7 @@ START_TEST(test_tensor_forms) {
         snprintf(want, sizeof want, "{\"output\":%s}", cases[i].output);
         struct cv_corr2d_request req;
         corr2d_ok(body, &req);
-        char *reply = corr2d_run(&req);
-        ck_assert_str_eq(reply, want);
-        free(reply);
+        corr2d_expect(&req, want);
         cv_api_corr2d_request_free(&req);
     }
 }
@@ -163,9 +166,7 @@ START_TEST(test_output_format) {
         snprintf(want, sizeof want, "{\"output\":%s}", cases[i].output);
         struct cv_corr2d_request req;
         corr2d_ok(body, &req);
-        char *reply = corr2d_run(&req);
-        ck_assert_str_eq(reply, want);
-        free(reply);
+        corr2d_expect(&req, want);
         cv_api_corr2d_request_free(&req);
     }
     corr2d_err("{\"input\":[[1]],\"kernel\":[[1]],\"output_format\":\"csv\"}", 422, "invalid_field",
@@ -302,9 +303,7 @@ START_TEST(test_corr2d_geometry) {
     ck_assert_int_eq(req.geom.pad_left, 0);
     ck_assert_int_eq(req.geom.pad_right, 1);
     check_shape(&req.y, 1, 1, 2, 3);
-    char *reply = corr2d_run(&req);
-    ck_assert_str_eq(reply, "{\"output\":[[12,16,9],[9,11,6]]}");
-    free(reply);
+    corr2d_expect(&req, "{\"output\":[[12,16,9],[9,11,6]]}");
     cv_api_corr2d_request_free(&req);
     /* "same" with dilation 2 on a 3x3 kernel: 4 zeros each way, split 2/2 */
     corr2d_ok("{\"input\":[[1,2,3],[4,5,6],[7,8,9]],\"kernel\":\"identity\",\"padding\":\"same\","
@@ -341,9 +340,7 @@ START_TEST(test_corr2d_bias) {
     corr2d_ok("{\"input\":[[0,1,2],[3,4,5],[6,7,8]],\"kernel\":[[0,1],[2,3]],\"bias\":1}", &req);
     ck_assert_ptr_nonnull(req.bias);
     ck_assert(req.bias[0] == 1.0f);
-    char *reply = corr2d_run(&req);
-    ck_assert_str_eq(reply, "{\"output\":[[20,26],[38,44]]}");
-    free(reply);
+    corr2d_expect(&req, "{\"output\":[[20,26],[38,44]]}");
     cv_api_corr2d_request_free(&req);
     /* A number is repeated over the output channels; an array gives one each. */
     corr2d_ok("{\"input\":[[1]],\"kernel\":[[[[2]]],[[[3]]]],\"bias\":0.5}", &req);
@@ -351,76 +348,75 @@ START_TEST(test_corr2d_bias) {
     cv_api_corr2d_request_free(&req);
     corr2d_ok("{\"input\":[[1]],\"kernel\":[[[[2]]],[[[3]]]],\"bias\":[10,20]}", &req);
     ck_assert(req.bias[0] == 10.0f && req.bias[1] == 20.0f);
-    reply = corr2d_run(&req);
-    ck_assert_str_eq(reply, "{\"output\":[[[12]],[[23]]]}");
-    free(reply);
+    corr2d_expect(&req, "{\"output\":[[[12]],[[23]]]}");
     cv_api_corr2d_request_free(&req);
 }
 END_TEST
 
 START_TEST(test_corr2d_ranks) {
-    struct cv_corr2d_request req;
-    char *reply;
-    /* 2-D kernel on a 3-channel input: each channel on its own, the input's rank kept. */
-    corr2d_ok("{\"input\":[[[1,2],[3,4]],[[5,6],[7,8]],[[9,10],[11,12]]],\"kernel\":[[1,-1]]}",
-              &req);
-    check_shape(&req.k, 3, 3, 1, 2);
-    for (int o = 0; o < 3; o++)
-        for (int c = 0; c < 3; c++) {
-            const float *k = req.k.data + (o * 3 + c) * 2;
-            ck_assert(k[0] == (o == c ? 1.0f : 0.0f) && k[1] == (o == c ? -1.0f : 0.0f));
-        }
-    check_shape(&req.y, 1, 3, 2, 1);
-    ck_assert_int_eq(req.out_rank, 3);
-    reply = corr2d_run(&req);
-    ck_assert_str_eq(reply, "{\"output\":[[[-1],[-1]],[[-1],[-1]],[[-1],[-1]]]}");
-    free(reply);
-    cv_api_corr2d_request_free(&req);
-
-    /* ... and on a batch. */
-    corr2d_ok("{\"input\":[[[[1,2]],[[3,5]]],[[[0,0]],[[1,0]]]],\"kernel\":[[1,-1]]}", &req);
-    check_shape(&req.y, 2, 2, 1, 1);
-    ck_assert_int_eq(req.out_rank, 4);
-    reply = corr2d_run(&req);
-    ck_assert_str_eq(reply, "{\"output\":[[[[-1]],[[-2]]],[[[0]],[[1]]]]}");
-    free(reply);
-    cv_api_corr2d_request_free(&req);
-
-    /* (C,kh,kw) sums over the channels: (H',W') unbatched, (N,1,H',W') for a batch. */
-    corr2d_ok("{\"input\":[[[1,2]],[[3,4]]],\"kernel\":[[[1]],[[10]]]}", &req);
-    check_shape(&req.k, 1, 2, 1, 1);
-    check_shape(&req.y, 1, 1, 1, 2);
-    ck_assert_int_eq(req.out_rank, 2);
-    reply = corr2d_run(&req);
-    ck_assert_str_eq(reply, "{\"output\":[[31,42]]}");
-    free(reply);
-    cv_api_corr2d_request_free(&req);
-    corr2d_ok("{\"input\":[[[[1,2]],[[3,4]]]],\"kernel\":[[[1]],[[10]]]}", &req);
-    check_shape(&req.y, 1, 1, 1, 2);
-    ck_assert_int_eq(req.out_rank, 4);
-    reply = corr2d_run(&req);
-    ck_assert_str_eq(reply, "{\"output\":[[[[31,42]]]]}");
-    free(reply);
-    cv_api_corr2d_request_free(&req);
-    /* (C,kh,kw) on a (H,W) input: C must be 1. */
-    corr2d_ok("{\"input\":[[1,2]],\"kernel\":[[[3]]]}", &req);
-    ck_assert_int_eq(req.out_rank, 2);
-    cv_api_corr2d_request_free(&req);
-
-    /* (Cout,C,kh,kw): (Cout,H',W') unbatched, (N,Cout,H',W') for a batch. */
-    corr2d_ok(
-        "{\"input\":[[[1,2]],[[3,4]]],\"kernel\":[[[[1]],[[0]]],[[[0]],[[1]]],[[[1]],[[1]]]]}",
-        &req);
-    check_shape(&req.y, 1, 3, 1, 2);
-    ck_assert_int_eq(req.out_rank, 3);
-    reply = corr2d_run(&req);
-    ck_assert_str_eq(reply, "{\"output\":[[[1,2]],[[3,4]],[[4,6]]]}");
-    free(reply);
-    cv_api_corr2d_request_free(&req);
-    corr2d_ok("{\"input\":[[[[1,2]]],[[[3,4]]]],\"kernel\":[[[[1]]],[[[2]]]]}", &req);
-    check_shape(&req.y, 2, 2, 1, 2);
-    ck_assert_int_eq(req.out_rank, 4);
-    cv_api_corr2d_request_free(&req);
+    /* Each kernel rank on each input rank: the kernel as the parser widens it to (Cout,C,kh,kw)
+     * (all 0: not checked), the output's shape and rank, and the reply (NULL: not run). */
+    static const struct {
+        const char *body;
+        int64_t k[4], y[4];
+        int out_rank;
+        const char *output;
+    } cases[] = {
+        /* 2-D kernel on a 3-channel input: each channel on its own, the input's rank kept. */
+        {"{\"input\":[[[1,2],[3,4]],[[5,6],[7,8]],[[9,10],[11,12]]],\"kernel\":[[1,-1]]}",
+         {3, 3, 1, 2},
+         {1, 3, 2, 1},
+         3,
+         "{\"output\":[[[-1],[-1]],[[-1],[-1]],[[-1],[-1]]]}"},
+        /* ... and on a batch. */
+        {"{\"input\":[[[[1,2]],[[3,5]]],[[[0,0]],[[1,0]]]],\"kernel\":[[1,-1]]}",
+         {0},
+         {2, 2, 1, 1},
+         4,
+         "{\"output\":[[[[-1]],[[-2]]],[[[0]],[[1]]]]}"},
+        /* (C,kh,kw) sums over the channels: (H',W') unbatched, (N,1,H',W') for a batch. */
+        {"{\"input\":[[[1,2]],[[3,4]]],\"kernel\":[[[1]],[[10]]]}",
+         {1, 2, 1, 1},
+         {1, 1, 1, 2},
+         2,
+         "{\"output\":[[31,42]]}"},
+        {"{\"input\":[[[[1,2]],[[3,4]]]],\"kernel\":[[[1]],[[10]]]}",
+         {0},
+         {1, 1, 1, 2},
+         4,
+         "{\"output\":[[[[31,42]]]]}"},
+        /* (C,kh,kw) on a (H,W) input: C must be 1. */
+        {"{\"input\":[[1,2]],\"kernel\":[[[3]]]}", {0}, {1, 1, 1, 2}, 2, NULL},
+        /* (Cout,C,kh,kw): (Cout,H',W') unbatched, (N,Cout,H',W') for a batch. */
+        {"{\"input\":[[[1,2]],[[3,4]]],\"kernel\":[[[[1]],[[0]]],[[[0]],[[1]]],[[[1]],[[1]]]]}",
+         {0},
+         {1, 3, 1, 2},
+         3,
+         "{\"output\":[[[1,2]],[[3,4]],[[4,6]]]}"},
+        {"{\"input\":[[[[1,2]]],[[[3,4]]]],\"kernel\":[[[[1]]],[[[2]]]]}",
+         {0},
+         {2, 2, 1, 2},
+         4,
+         NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct cv_corr2d_request req;
+        corr2d_ok(cases[i].body, &req);
+        const int64_t *k = cases[i].k, *y = cases[i].y;
+        if (k[0] != 0)
+            check_shape(&req.k, k[0], k[1], k[2], k[3]);
+        check_shape(&req.y, y[0], y[1], y[2], y[3]);
+        ck_assert_int_eq(req.out_rank, cases[i].out_rank);
+        if (i == 0) /* the 2-D kernel is put on the diagonal: output channel o reads channel o */
+            for (int o = 0; o < 3; o++)
+                for (int c = 0; c < 3; c++) {
+                    const float *kd = req.k.data + (o * 3 + c) * 2;
+                    ck_assert(kd[0] == (o == c ? 1.0f : 0.0f) && kd[1] == (o == c ? -1.0f : 0.0f));
+                }
+        if (cases[i].output != NULL)
+            corr2d_expect(&req, cases[i].output);
+        cv_api_corr2d_request_free(&req);
+    }
 
     /* Channel mismatches. */
     corr2d_err("{\"input\":[[[1,2]],[[3,4]]],\"kernel\":[[[1]],[[1]],[[1]]]}", 422,
