@@ -74,6 +74,18 @@ static void check_shape(const struct cv_tensor *t, int64_t n, int64_t c, int64_t
                   (long long)h, (long long)w);
 }
 
+/* Checks every field of a geometry: padding top, bottom, left, right; stride; dilation. */
+static void check_geom(const struct cv_conv2d_geom *g, int64_t top, int64_t bottom, int64_t left,
+                       int64_t right, int64_t sh, int64_t sw, int64_t dh, int64_t dw) {
+    ck_assert_msg(g->pad_top == top && g->pad_bottom == bottom && g->pad_left == left &&
+                      g->pad_right == right && g->stride_h == sh && g->stride_w == sw &&
+                      g->dil_h == dh && g->dil_w == dw,
+                  "geometry pad %lld,%lld,%lld,%lld stride %lld,%lld dilation %lld,%lld",
+                  (long long)g->pad_top, (long long)g->pad_bottom, (long long)g->pad_left,
+                  (long long)g->pad_right, (long long)g->stride_h, (long long)g->stride_w,
+                  (long long)g->dil_h, (long long)g->dil_w);
+}
+
 /* Fills y with corr2d(x, k) + bias and returns the reply text (caller frees). */
 static char *corr2d_run(struct cv_corr2d_request *req) {
     ck_assert_int_eq(cv_corr2d_forward(&req->x, &req->k, req->bias, &req->geom, &req->y, 1), CV_OK);
@@ -273,14 +285,7 @@ START_TEST(test_corr2d_defaults) {
     struct cv_corr2d_request req;
     corr2d_ok("{\"input\":[[1,2],[3,4]],\"kernel\":[[1]]}", &req);
     ck_assert_ptr_null(req.bias);
-    ck_assert_int_eq(req.geom.pad_top, 0);
-    ck_assert_int_eq(req.geom.pad_bottom, 0);
-    ck_assert_int_eq(req.geom.pad_left, 0);
-    ck_assert_int_eq(req.geom.pad_right, 0);
-    ck_assert_int_eq(req.geom.stride_h, 1);
-    ck_assert_int_eq(req.geom.stride_w, 1);
-    ck_assert_int_eq(req.geom.dil_h, 1);
-    ck_assert_int_eq(req.geom.dil_w, 1);
+    check_geom(&req.geom, 0, 0, 0, 0, 1, 1, 1, 1);
     ck_assert_int_eq(req.out_form, CV_TENSOR_FORM_NESTED);
     ck_assert_int_eq(req.out_rank, 2);
     check_shape(&req.y, 1, 1, 2, 2);
@@ -298,10 +303,7 @@ START_TEST(test_corr2d_geometry) {
     struct cv_corr2d_request req;
     /* "same", even kernel: the extra zero goes bottom/right, as PyTorch. */
     corr2d_ok("{\"input\":[[1,2,3],[4,5,6]],\"kernel\":[[1,1],[1,1]],\"padding\":\"same\"}", &req);
-    ck_assert_int_eq(req.geom.pad_top, 0);
-    ck_assert_int_eq(req.geom.pad_bottom, 1);
-    ck_assert_int_eq(req.geom.pad_left, 0);
-    ck_assert_int_eq(req.geom.pad_right, 1);
+    check_geom(&req.geom, 0, 1, 0, 1, 1, 1, 1, 1);
     check_shape(&req.y, 1, 1, 2, 3);
     corr2d_expect(&req, "{\"output\":[[12,16,9],[9,11,6]]}");
     cv_api_corr2d_request_free(&req);
@@ -309,8 +311,7 @@ START_TEST(test_corr2d_geometry) {
     corr2d_ok("{\"input\":[[1,2,3],[4,5,6],[7,8,9]],\"kernel\":\"identity\",\"padding\":\"same\","
               "\"dilation\":2}",
               &req);
-    ck_assert_int_eq(req.geom.pad_top, 2);
-    ck_assert_int_eq(req.geom.pad_bottom, 2);
+    check_geom(&req.geom, 2, 2, 2, 2, 1, 1, 2, 2);
     check_shape(&req.y, 1, 1, 3, 3);
     cv_api_corr2d_request_free(&req);
     /* explicit padding, stride and dilation pairs */
@@ -319,12 +320,7 @@ START_TEST(test_corr2d_geometry) {
         "0,0,0,0,0,0,0,0,0,0,0,0]},\"kernel\":[[1,1],[1,1]],\"padding\":[1,2],\"stride\":[2,3],"
         "\"dilation\":[1,2]}",
         &req);
-    ck_assert_int_eq(req.geom.pad_top, 1);
-    ck_assert_int_eq(req.geom.pad_left, 2);
-    ck_assert_int_eq(req.geom.stride_h, 2);
-    ck_assert_int_eq(req.geom.stride_w, 3);
-    ck_assert_int_eq(req.geom.dil_h, 1);
-    ck_assert_int_eq(req.geom.dil_w, 2);
+    check_geom(&req.geom, 1, 1, 2, 2, 2, 3, 1, 2);
     /* H' = (5+2-1-1)/2+1 = 3, W' = (7+4-2-1)/3+1 = 3 */
     check_shape(&req.y, 1, 1, 3, 3);
     ck_assert_int_eq(req.out_form, CV_TENSOR_FORM_FLAT);
@@ -777,10 +773,7 @@ START_TEST(test_train_defaults) {
     ck_assert(!req.params.has_stop_loss);
     ck_assert(req.stream);
     ck_assert_int_eq(req.params.n_threads, 1);
-    ck_assert_int_eq(req.params.geom.pad_top, 0);
-    ck_assert_int_eq(req.params.geom.pad_right, 0);
-    ck_assert_int_eq(req.params.geom.stride_h, 1);
-    ck_assert_int_eq(req.params.geom.dil_w, 1);
+    check_geom(&req.params.geom, 0, 0, 0, 0, 1, 1, 1, 1);
     ck_assert_int_eq(req.out_form, CV_TENSOR_FORM_NESTED);
     ck_assert_uint_lt(req.seed, UINT64_C(1) << 53);
     /* PyTorch's start: uniform within 1/sqrt(fan_in) */
@@ -823,9 +816,7 @@ START_TEST(test_train_fields) {
              "\"seed\":42,\"bias\":false}",
              &req);
     ck_assert(req.weight.data[0] == w0 && req.weight.data[1] == w1);
-    ck_assert_int_eq(req.params.geom.pad_left, 1);
-    ck_assert_int_eq(req.params.geom.pad_right, 1);
-    ck_assert_int_eq(req.params.geom.pad_top, 0);
+    check_geom(&req.params.geom, 0, 0, 1, 1, 1, 1, 1, 1);
     cv_api_train_request_free(&req);
 
     /* A daemon whose --max-steps is below the default trains that many by default. */
