@@ -869,43 +869,60 @@ START_TEST(test_train_init) {
 END_TEST
 
 START_TEST(test_train_ranks) {
-    struct cv_train_request req;
-    /* d2l's reshape: (1,1,6,8) in, (1,1,6,7) out: the weight is (1,1,1,2), written at rank 4. */
-    train_ok("{\"input\":[[[[1,1,0,1]]]],\"target\":[[[[0,1,-1]]]],\"kernel_size\":[1,2]}", &req);
-    check_shape(&req.weight, 1, 1, 1, 2);
-    ck_assert_int_eq(req.weight_rank, 4);
-    cv_api_train_request_free(&req);
-    /* (C,H,W) in, (H',W') out: one output channel over C inputs, weight (C,kh,kw). */
-    train_ok("{\"input\":[[[1,2]],[[3,4]],[[5,6]]],\"target\":[[1]],\"kernel_size\":[1,2]}", &req);
-    check_shape(&req.weight, 1, 3, 1, 2);
-    check_shape(&req.y, 1, 1, 1, 1);
-    ck_assert_int_eq(req.weight_rank, 3);
-    ck_assert_ptr_nonnull(req.bias);
-    cv_api_train_request_free(&req);
-    /* (C,H,W) in, (Cout,H',W') out */
-    train_ok("{\"input\":[[[1,2]],[[3,4]]],\"target\":[[[1]],[[2]],[[3]]],\"kernel_size\":[1,2],"
-             "\"init\":{\"bias\":[1,2,3]}}",
-             &req);
-    check_shape(&req.weight, 3, 2, 1, 2);
-    check_shape(&req.y, 1, 3, 1, 1);
-    ck_assert_int_eq(req.weight_rank, 4);
-    ck_assert(req.bias[2] == 3.0f);
-    cv_api_train_request_free(&req);
-    /* batched (N,C,H,W) in, (N,H',W') out: Cout 1 */
-    train_ok("{\"input\":[[[[1,2]]],[[[3,4]]]],\"target\":[[[1]],[[2]]],\"kernel_size\":[1,2]}",
-             &req);
-    check_shape(&req.y, 2, 1, 1, 1);
-    check_shape(&req.weight, 1, 1, 1, 2);
-    ck_assert_int_eq(req.weight_rank, 2);
-    cv_api_train_request_free(&req);
-    /* batched, with a channel dim */
-    train_ok("{\"input\":[[[[1,2]]],[[[3,4]]]],\"target\":[[[[1]],[[1]]],[[[2]],[[2]]]],"
-             "\"kernel_size\":[1,2]}",
-             &req);
-    check_shape(&req.y, 2, 2, 1, 1);
-    check_shape(&req.weight, 2, 1, 1, 2);
-    ck_assert_int_eq(req.weight_rank, 4);
-    cv_api_train_request_free(&req);
+    /* Each input and target rank: the weight's (Cout,C,kh,kw) and the rank it is written at, the
+     * target's shape, and the last bias (NaN: random). */
+    static const struct {
+        const char *body;
+        int64_t weight[4], y[4];
+        int weight_rank;
+        float bias_last;
+    } cases[] = {
+        /* d2l's reshape: (1,1,6,8) in, (1,1,6,7) out: the weight is (1,1,1,2), written at rank 4.
+         */
+        {"{\"input\":[[[[1,1,0,1]]]],\"target\":[[[[0,1,-1]]]],\"kernel_size\":[1,2]}",
+         {1, 1, 1, 2},
+         {1, 1, 1, 3},
+         4,
+         NAN},
+        /* (C,H,W) in, (H',W') out: one output channel over C inputs, weight (C,kh,kw). */
+        {"{\"input\":[[[1,2]],[[3,4]],[[5,6]]],\"target\":[[1]],\"kernel_size\":[1,2]}",
+         {1, 3, 1, 2},
+         {1, 1, 1, 1},
+         3,
+         NAN},
+        /* (C,H,W) in, (Cout,H',W') out */
+        {"{\"input\":[[[1,2]],[[3,4]]],\"target\":[[[1]],[[2]],[[3]]],\"kernel_size\":[1,2],"
+         "\"init\":{\"bias\":[1,2,3]}}",
+         {3, 2, 1, 2},
+         {1, 3, 1, 1},
+         4,
+         3.0f},
+        /* batched (N,C,H,W) in, (N,H',W') out: Cout 1 */
+        {"{\"input\":[[[[1,2]]],[[[3,4]]]],\"target\":[[[1]],[[2]]],\"kernel_size\":[1,2]}",
+         {1, 1, 1, 2},
+         {2, 1, 1, 1},
+         2,
+         NAN},
+        /* batched, with a channel dim */
+        {"{\"input\":[[[[1,2]]],[[[3,4]]]],\"target\":[[[[1]],[[1]]],[[[2]],[[2]]]],"
+         "\"kernel_size\":[1,2]}",
+         {2, 1, 1, 2},
+         {2, 2, 1, 1},
+         4,
+         NAN},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct cv_train_request req;
+        train_ok(cases[i].body, &req);
+        const int64_t *w = cases[i].weight, *y = cases[i].y;
+        check_shape(&req.weight, w[0], w[1], w[2], w[3]);
+        check_shape(&req.y, y[0], y[1], y[2], y[3]);
+        ck_assert_int_eq(req.weight_rank, cases[i].weight_rank);
+        ck_assert_ptr_nonnull(req.bias);
+        if (!isnan(cases[i].bias_last))
+            ck_assert(req.bias[w[0] - 1] == cases[i].bias_last);
+        cv_api_train_request_free(&req);
+    }
 
     train_err("{\"input\":[[1,2]],\"target\":[[[[1]]]],\"kernel_size\":[1,2]}", 422,
               "shape_mismatch", "/target");
