@@ -238,8 +238,7 @@ static inline int n_digits(uint32_t v) {
                           : 1 + (v >= 10) + (v >= 100) + (v >= 1000);
 }
 
-/* Writes |v| < 2^64 in decimal. */
-static size_t put_u64(char *out, uint64_t v) {
+size_t cv__fmt_u64(char *out, uint64_t v) {
     char tmp[24];
     size_t n = 0;
     do {
@@ -270,7 +269,7 @@ size_t cv__fmt_f32(char out[CV__NUM_MAX], float v) {
     /* Integral values print as integers up to 2^53, where doubles stop holding every
      * integer (for a float32, every integral value up to 2^53 is exact). */
     if (a <= 0x1p53f && a == truncf(a)) {
-        o += put_u64(out + o, (uint64_t)a);
+        o += cv__fmt_u64(out + o, (uint64_t)a);
         out[o] = '\0';
         return o;
     }
@@ -317,7 +316,7 @@ size_t cv__fmt_f32(char out[CV__NUM_MAX], float v) {
             out[o++] = '-';
             x = -x;
         }
-        o += put_u64(out + o, (uint64_t)x);
+        o += cv__fmt_u64(out + o, (uint64_t)x);
     }
     out[o] = '\0';
     return o;
