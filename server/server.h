@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "convd/api.h"
 #include "cv_store.h"
@@ -556,5 +557,9 @@ const char *cv_page_css(size_t *len);
 
 /* Monotonic milliseconds. */
 double cv_now_ms(void);
+
+/* The CLOCK_MONOTONIC time ms (>= 0) milliseconds from now, as pthread_cond_timedwait takes it
+ * for a condition variable made with pthread_condattr_setclock(CLOCK_MONOTONIC). */
+struct timespec cv_deadline_ms(double ms);
 
 #endif
