@@ -199,7 +199,8 @@ struct cv_job {
                             it, so an id a client saw survives a crash */
     bool terminal;       /* the last event (done/error) has been appended (and committed) */
     bool listed;         /* in the registry */
-    bool ending;         /* an end without running is being committed (cancel while queued) */
+    bool ending;         /* an end without running is being committed (cancel while queued), or the
+                            drain is handing the claimed, unstarted job back to the store */
     double created_unix_ms, started_unix_ms, finished_unix_ms; /* wall clock; 0 = not yet */
     int32_t step;                                              /* last step done (train) */
     double last_loss;       /* its loss; NaN before the first step */
@@ -296,6 +297,12 @@ int cv_jobs_queued(void);
 /* Drain: cancels unlisted work (synchronous /corr2d) and live /train jobs and asks claimed
  * resumable jobs to suspend (checkpoint and hand back to the store for the next start). */
 void cv_jobs_stop_all(void);
+
+/* Drain of a fleet replica: hands the jobs this process claimed but has not started (waiting
+ * for a worker) back to the store's queue at once, so another replica starts them now rather
+ * than after --drain-timeout. Jobs a worker already runs are left to the drain. Does store
+ * writes (call it from the main thread). */
+void cv_jobs_release_waiting(void);
 
 /* Fleet: drops from the registry the jobs this process accepted (POST /jobs) that another
  * replica claimed or ended meanwhile, so they count against neither --queue nor memory, and
