@@ -150,7 +150,7 @@ int cv_jobs_queued(void) {
     return count;
 }
 
-void cv_jobs_forget_taken(void) {
+void cv_jobs_forget_taken(bool all) {
     struct cv_job **jobs = malloc(4096 * sizeof *jobs);
     if (jobs == NULL)
         return;
@@ -160,6 +160,8 @@ void cv_jobs_forget_taken(void) {
         pthread_mutex_lock(&job->mu);
         bool waiting = job->registered && job->attempt == 0 && !job->terminal && !job->ending;
         pthread_mutex_unlock(&job->mu);
+        bool noted = atomic_exchange(&job->noted, false);
+        waiting = waiting && (all || noted);
         struct cv_store_job row;
         if (waiting && cv_store_job_get(cv_srv.store, job->id, 0, &row) == CV_STORE_OK) {
             /* Claimed by another replica (or ended there by a DELETE): the store has it now.
@@ -167,21 +169,25 @@ void cv_jobs_forget_taken(void) {
             bool elsewhere =
                 row.status != CV_STORE_JOB_QUEUED && strcmp(row.owner, cv_srv.owner) != 0;
             cv_store_job_free(&row);
-            pthread_mutex_lock(&job->mu);
-            if (elsewhere && job->attempt == 0 && !job->terminal) {
-                atomic_store(&job->fenced, true); /* readers follow the store instead */
-                job->terminal = true;
-                pthread_cond_broadcast(&job->cond);
-            } else {
-                elsewhere = false;
-            }
-            pthread_mutex_unlock(&job->mu);
             if (elsewhere)
-                registry_remove(job);
+                cv_jobs_forget(job);
         }
         cv_job_unref(job);
     }
     free(jobs);
+}
+
+void cv_jobs_forget(struct cv_job *job) {
+    pthread_mutex_lock(&job->mu);
+    bool waiting = job->registered && job->attempt == 0 && !job->terminal && !job->ending;
+    if (waiting) {
+        atomic_store(&job->fenced, true); /* readers follow the store instead */
+        job->terminal = true;
+        pthread_cond_broadcast(&job->cond);
+    }
+    pthread_mutex_unlock(&job->mu);
+    if (waiting)
+        registry_remove(job);
 }
 
 void cv_jobs_stop_all(void) {
@@ -332,6 +338,7 @@ static struct cv_job *job_alloc(enum cv_job_kind kind, bool registered) {
     atomic_init(&job->cancel, false);
     atomic_init(&job->suspend, false);
     atomic_init(&job->fenced, false);
+    atomic_init(&job->noted, false);
     job->created_ms = cv_now_ms();
     job->state = CV_JOB_STATE_QUEUED;
     job->result.last_loss = NAN;
