@@ -618,11 +618,17 @@ static int handle_job_events(struct MHD_Connection *conn, struct cv_req *req) {
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Last-Event-ID"), &after,
             &err) != CV_OK)
         return cv_http_reply_problem(conn, req, &err);
-    struct cv_job *job;
+    int64_t from = after + 1;
+    struct cv_job *job = cv_jobs_find(req->path_id);
+    if (job == NULL &&
+        cv_stream_reply_stored(conn, req, req->path_id, from, wants_sse(conn), &ret)) {
+        snprintf(req->job_id, sizeof req->job_id, "%.39s", req->path_id);
+        return ret; /* not live here, and its log has events after `from` */
+    }
+    cv_job_unref(job);
     struct cv_store_job row;
     if (!find_job(conn, req, 0, &job, &row, &ret))
         return ret;
-    int64_t from = after + 1;
     bool nothing_new;
     if (job != NULL) {
         pthread_mutex_lock(&job->mu);

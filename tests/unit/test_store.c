@@ -212,6 +212,46 @@ START_TEST(claim_order_and_leases) {
 }
 END_TEST
 
+START_TEST(claim_many_queued_then_lapsed) {
+    struct cv_store_job c[5];
+    size_t n = 9;
+    ck_assert_int_eq(cv_store_job_claim_many(S, "r1", 60000, 3, c, &n), CV_STORE_NOT_FOUND);
+    ck_assert_int_eq(n, 0);
+    ck_assert_int_eq(cv_store_job_claim_many(S, "r1", 60000, 0, c, &n), CV_STORE_INVALID);
+    char r[40], a[40], b[40], d[40];
+    insert(r, CV_STORE_JOB_RUNNING, "r0", 0);
+    insert(a, CV_STORE_JOB_QUEUED, NULL, 0);
+    insert(b, CV_STORE_JOB_QUEUED, NULL, 0);
+    insert(d, CV_STORE_JOB_QUEUED, NULL, 0);
+    /* two of three queued, oldest first */
+    ck_assert_int_eq(cv_store_job_claim_many(S, "r1", 60000, 2, c, &n), CV_STORE_OK);
+    ck_assert_int_eq(n, 2);
+    ck_assert_str_eq(c[0].id, a);
+    ck_assert_str_eq(c[1].id, b);
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_int_eq(c[i].status, CV_STORE_JOB_RUNNING);
+        ck_assert_int_eq(c[i].attempt, 1);
+        ck_assert_str_eq(c[i].owner, "r1");
+        ck_assert(c[i].request != NULL && c[i].request_len == 5);
+        cv_store_job_free(&c[i]);
+    }
+    /* r0 dies: the last queued job first, then its lapsed one as attempt 2; room to spare */
+    int64_t orphans;
+    ck_assert_int_eq(cv_store_job_orphan(S, "r0", &orphans), CV_STORE_OK);
+    ck_assert_int_eq(cv_store_job_claim_many(S, "r2", 60000, 5, c, &n), CV_STORE_OK);
+    ck_assert_int_eq(n, 2);
+    ck_assert_str_eq(c[0].id, d);
+    ck_assert_int_eq(c[0].attempt, 1);
+    ck_assert_str_eq(c[1].id, r);
+    ck_assert_int_eq(c[1].attempt, 2);
+    ck_assert_str_eq(c[1].owner, "r2");
+    cv_store_job_free(&c[0]);
+    cv_store_job_free(&c[1]);
+    ck_assert_int_eq(cv_store_job_claim_many(S, "r1", 60000, 5, c, &n), CV_STORE_NOT_FOUND);
+    ck_assert_int_eq(n, 0);
+}
+END_TEST
+
 START_TEST(short_lease_expires) {
     char id[40];
     insert_claimed(id, 1);
@@ -847,6 +887,7 @@ static Suite *contract_suite(const char *name) {
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, insert_get_roundtrip);
     tcase_add_test(tc, claim_order_and_leases);
+    tcase_add_test(tc, claim_many_queued_then_lapsed);
     tcase_add_test(tc, short_lease_expires);
     tcase_add_test(tc, events_fencing);
     tcase_add_test(tc, group_commit_items);
