@@ -193,8 +193,7 @@ START_TEST(test_sigterm_ends_stream) {
     ck_assert_int_eq(s.status, 200);
     ck_assert_msg(s.partial_len == 0, "the stream ended in the middle of a line");
     json_t *ev = cv_ndjson_events(&s);
-    json_t *last = json_array_get(ev, json_array_size(ev) - 1);
-    ck_assert_str_eq(json_string_value(json_object_get(last, "event")), "done");
+    json_t *last = cv_last_event(ev, "done");
     ck_assert_str_eq(json_string_value(json_object_get(last, "status")), "cancelled");
     ck_assert_msg(json_is_array(json_object_get(last, "weight")),
                   "a cancelled run still carries the kernel as it stood");

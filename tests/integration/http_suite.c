@@ -147,6 +147,15 @@ json_t *cv_ndjson_events(const struct cv_stream *s) {
     return events;
 }
 
+json_t *cv_last_event(json_t *events, const char *event) {
+    const size_t n = json_array_size(events);
+    ck_assert_msg(n > 0, "no events, expected the last to be \"%s\"", event);
+    json_t *last = json_array_get(events, n - 1);
+    ck_assert_msg(strcmp(cv_str(last, "event"), event) == 0, "the last event is \"%s\", not \"%s\"",
+                  cv_str(last, "event"), event);
+    return last;
+}
+
 char *cv_big_train_body(int h, int w, int k, long steps, const char *extra) {
     size_t cap = (size_t)h * w * 6 + 64, len = 0;
     char *grid = malloc(cap), *zeros = malloc(cap);

@@ -60,6 +60,10 @@ void cv_check_rel(double actual, double expect, double rel, const char *what);
  * line is not a JSON object with a string "event". */
 json_t *cv_ndjson_events(const struct cv_stream *s);
 
+/* The last event of events (an array from cv_ndjson_events; borrowed), asserted to be named
+ * event ("done", "error"). */
+json_t *cv_last_event(json_t *events, const char *event);
+
 /* One SSE event as the reader sees it. */
 struct cv_sse_event {
     long id;

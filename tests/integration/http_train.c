@@ -131,7 +131,7 @@ START_TEST(test_report_every) {
     ck_assert_msg(steps[0] == 5 && steps[1] == 10 && steps[2] == 15 && steps[3] == 20,
                   "reported %d %d %d %d, expected 5 10 15 20", steps[0], steps[1], steps[2],
                   steps[3]);
-    ck_assert_str_eq(event_name(json_array_get(ev, json_array_size(ev) - 1)), "done");
+    cv_last_event(ev, "done");
     json_decref(ev);
 
     /* 20 is no multiple of 3, and the last step is always sent. */
@@ -152,8 +152,7 @@ START_TEST(test_stop_loss) {
     int n = reported_steps(ev, steps, 20);
     ck_assert_msg(n == 9 && steps[8] == 9, "reported %d steps, the last %d; expected 9", n,
                   n ? steps[n - 1] : 0);
-    json_t *done = json_array_get(ev, json_array_size(ev) - 1);
-    ck_assert_str_eq(event_name(done), "done");
+    json_t *done = cv_last_event(ev, "done");
     ck_assert_str_eq(json_string_value(json_object_get(done, "status")), "succeeded");
     ck_assert_int_eq(json_integer_value(json_object_get(done, "steps")), 9);
     ck_assert_msg(cv_num(done, "final_loss") <= 2.0, "final_loss above stop_loss");
