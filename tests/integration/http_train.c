@@ -31,12 +31,8 @@ static char *seed_body(int steps, const char *extra) {
 static json_t *stream_seed(const char *extra) {
     char *body = seed_body(20, extra);
     struct cv_stream s = {0};
-    ck_assert_msg(cv_stream_post(&cv_d, "/train", NULL, body, 0, &s) == 0, "transfer failed: %d",
-                  s.curl_code);
-    ck_assert_int_eq(s.status, 200);
+    json_t *events = cv_train_stream(body, &s, 0);
     cv_check_media_type(s.content_type, "application/x-ndjson");
-    ck_assert_msg(s.partial_len == 0, "the stream ended in the middle of a line");
-    json_t *events = cv_ndjson_events(&s);
     cv_stream_free(&s);
     free(body);
     return events;
