@@ -217,8 +217,7 @@ START_TEST(test_failed_job) {
     json_decref(j);
     struct cv_stream s = {0};
     json_t *ev = job_events(id, NULL, NULL, &s);
-    json_t *last = json_array_get(ev, json_array_size(ev) - 1);
-    ck_assert_str_eq(cv_str(last, "event"), "error");
+    json_t *last = cv_last_event(ev, "error");
     ck_assert_str_eq(cv_str(last, "status"), "failed");
     ck_assert_str_eq(cv_str(last, "code"), "diverged");
     json_decref(ev);
@@ -610,16 +609,14 @@ START_TEST(test_cancel_running) {
                   rd.s.curl_code, rd.s.status);
     json_t *ev = cv_ndjson_events(&rd.s);
     ck_assert_str_eq(ev_name(ev, 0), "start");
-    ck_assert_str_eq(ev_name(ev, json_array_size(ev) - 1), "done");
-    ck_assert_str_eq(last_status(ev), "cancelled");
+    ck_assert_str_eq(cv_str(cv_last_event(ev, "done"), "status"), "cancelled");
     json_decref(ev);
     cv_stream_free(&rd.s);
 
     /* Replay after the end says the same. */
     struct cv_stream s = {0};
     ev = job_events(id, NULL, NULL, &s);
-    ck_assert_str_eq(ev_name(ev, json_array_size(ev) - 1), "done");
-    ck_assert_str_eq(last_status(ev), "cancelled");
+    ck_assert_str_eq(cv_str(cv_last_event(ev, "done"), "status"), "cancelled");
     json_decref(ev);
     cv_stream_free(&s);
 
@@ -850,8 +847,7 @@ START_TEST(test_cancel_queued) {
     struct cv_stream s = {0};
     json_t *ev = job_events(b, NULL, NULL, &s);
     ck_assert_msg(json_array_size(ev) >= 1, "a cancelled queued job has no events");
-    ck_assert_str_eq(ev_name(ev, json_array_size(ev) - 1), "done");
-    ck_assert_str_eq(last_status(ev), "cancelled");
+    ck_assert_str_eq(cv_str(cv_last_event(ev, "done"), "status"), "cancelled");
     json_decref(ev);
     cv_stream_free(&s);
     free(path);

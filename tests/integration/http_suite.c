@@ -147,6 +147,23 @@ json_t *cv_ndjson_events(const struct cv_stream *s) {
     return events;
 }
 
+json_t *cv_train_stream(const char *body, struct cv_stream *s, long timeout_s) {
+    ck_assert_msg(cv_stream_post(&cv_d, "/train", NULL, body, timeout_s, s) == 0,
+                  "POST /train: the stream broke off (curl error %d)", s->curl_code);
+    ck_assert_int_eq(s->status, 200);
+    ck_assert_msg(s->partial_len == 0, "the stream ended in the middle of a line");
+    return cv_ndjson_events(s);
+}
+
+json_t *cv_last_event(json_t *events, const char *event) {
+    const size_t n = json_array_size(events);
+    ck_assert_msg(n > 0, "no events, expected the last to be \"%s\"", event);
+    json_t *last = json_array_get(events, n - 1);
+    ck_assert_msg(strcmp(cv_str(last, "event"), event) == 0, "the last event is \"%s\", not \"%s\"",
+                  cv_str(last, "event"), event);
+    return last;
+}
+
 char *cv_big_train_body(int h, int w, int k, long steps, const char *extra) {
     size_t cap = (size_t)h * w * 6 + 64, len = 0;
     char *grid = malloc(cap), *zeros = malloc(cap);

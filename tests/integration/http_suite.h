@@ -60,6 +60,15 @@ void cv_check_rel(double actual, double expect, double rel, const char *what);
  * line is not a JSON object with a string "event". */
 json_t *cv_ndjson_events(const struct cv_stream *s);
 
+/* POSTs body to /train on cv_d as a stream read into s (whose on_line and arg the caller may set)
+ * within timeout_s (<= 0: the default), asserts that it completed with 200 and whole lines, and
+ * returns its events (cv_ndjson_events; json_decref them, and cv_stream_free s). */
+json_t *cv_train_stream(const char *body, struct cv_stream *s, long timeout_s);
+
+/* The last event of events (an array from cv_ndjson_events; borrowed), asserted to be named
+ * event ("done", "error"). */
+json_t *cv_last_event(json_t *events, const char *event);
+
 /* One SSE event as the reader sees it. */
 struct cv_sse_event {
     long id;

@@ -258,8 +258,7 @@ static void kill_and_resume(int kills) {
         ck_assert_int_eq((int)cv_num(e, "attempt"), seen + 1);
         ck_assert_msg(cv_num(e, "step") > 0, "resumed from step 0: the checkpoint was not used");
     }
-    json_t *last = json_array_get(ev, json_array_size(ev) - 1);
-    ck_assert_str_eq(cv_str(last, "event"), "done");
+    json_t *last = cv_last_event(ev, "done");
     ck_assert_int_eq((int)cv_num(last, "steps"), 60000);
     json_t *w = result_weight(id);
     check_same_weights(w, ref, "resumed vs uninterrupted weight");
@@ -298,8 +297,7 @@ START_TEST(max_attempts_fails_job) {
     json_t *j = cv_wait_job(id, "failed", 60);
     ck_assert_str_eq(cv_str(json_object_get(j, "error"), "code"), "too_many_attempts");
     json_t *ev = events(id);
-    json_t *last = json_array_get(ev, json_array_size(ev) - 1);
-    ck_assert_str_eq(cv_str(last, "event"), "error");
+    json_t *last = cv_last_event(ev, "error");
     ck_assert_str_eq(cv_str(last, "code"), "too_many_attempts");
     json_decref(ev);
     json_decref(j);
