@@ -311,6 +311,19 @@ double cv_now_ms(void) {
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
+struct timespec cv_deadline_ms(double ms) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    const long long ns = (long long)(ms * 1e6);
+    t.tv_sec += (time_t)(ns / 1000000000LL);
+    t.tv_nsec += (long)(ns % 1000000000LL);
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
+    return t;
+}
+
 void cv_job_event_type(const char *json, char *out, size_t cap) {
     static const char key[] = "{\"event\":\"";
     snprintf(out, cap, "message");
@@ -476,14 +489,7 @@ void cv_job_push_event(struct cv_job *job, const char *type, char *json, size_t 
 }
 
 bool cv_job_wait_terminal(struct cv_job *job, int timeout_ms) {
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    const struct timespec deadline = cv_deadline_ms(timeout_ms);
     pthread_mutex_lock(&job->mu);
     while (!job->terminal)
         if (pthread_cond_timedwait(&job->cond, &job->mu, &deadline) != 0)

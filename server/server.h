@@ -16,9 +16,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "convd/api.h"
 #include "cv_store.h"
+#include "reqparse.h"
 
 #define CV_VERSION "0.1.0"
 
@@ -524,28 +526,11 @@ struct cv_req {
     uint64_t bytes_out;
     atomic_uint_fast64_t stream_bytes; /* bytes written by a stream reader */
     char job_id[40];
-    char path_id[64];                 /* the segment a "{id}" of the route matched */
+    char path_id[CV_REQPARSE_ID_CAP]; /* the segment a "{id}" of the route matched */
     char server_timing[160];          /* Server-Timing header value, \"\" for none */
     char location[112];               /* Location header value, \"\" for none */
     const char *query_after;          /* borrowed from MHD for the request: ?after= */
     const char *const *extra_headers; /* name/value pairs, NULL-terminated; static; or NULL */
-};
-
-/* A route handler: runs on the final MHD call with the whole body in req. Returns the
- * MHD_Result of queueing its reply. */
-typedef int (*cv_route_handler)(struct MHD_Connection *conn, struct cv_req *req);
-
-enum cv_route_flags {
-    CV_ROUTE_FLAGS_JSON_BODY = 1, /* POST with an application/json body */
-    CV_ROUTE_FLAGS_PUBLIC = 2,    /* served without the bearer token (probes, metrics) */
-    CV_ROUTE_FLAGS_PROBE = 4,     /* a health probe: served even past the connection limits */
-};
-
-struct cv_route {
-    const char *method;
-    const char *path; /* a template: a "{id}" segment matches any one segment */
-    cv_route_handler handler;
-    unsigned flags;
 };
 
 /* The route table (routes.c), ended by a {NULL} entry. */
@@ -604,5 +589,9 @@ const char *cv_page_css(size_t *len);
 
 /* Monotonic milliseconds. */
 double cv_now_ms(void);
+
+/* The CLOCK_MONOTONIC time ms (>= 0) milliseconds from now, as pthread_cond_timedwait takes it
+ * for a condition variable made with pthread_condattr_setclock(CLOCK_MONOTONIC). */
+struct timespec cv_deadline_ms(double ms);
 
 #endif

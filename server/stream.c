@@ -222,13 +222,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
             s->sent_terminal = true;
             return MHD_CONTENT_READER_END_OF_STREAM;
         }
-        struct timespec deadline;
-        clock_gettime(CLOCK_MONOTONIC, &deadline);
-        deadline.tv_nsec += POLL_MS * 1000000L;
-        if (deadline.tv_nsec >= 1000000000L) {
-            deadline.tv_sec++;
-            deadline.tv_nsec -= 1000000000L;
-        }
+        const struct timespec deadline = cv_deadline_ms(POLL_MS);
         /* Woken or timed out alike: a running job's progress commits wake readers without a
          * new event, so the heartbeat and the disconnect check come after every wait. */
         pthread_cond_timedwait(&job->cond, &job->mu, &deadline);

@@ -70,15 +70,7 @@ void cv_dispatch_kick(void) {
 
 /* Waits on kick_cond until *flag or stopping or ms pass; clears *flag. kick_mu not held. */
 static void wait_kick(bool *flag, double ms) {
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    long ns = (long)(ms * 1e6);
-    deadline.tv_sec += ns / 1000000000L;
-    deadline.tv_nsec += ns % 1000000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    const struct timespec deadline = cv_deadline_ms(ms);
     pthread_mutex_lock(&kick_mu);
     while (!*flag && !stopping)
         if (pthread_cond_timedwait(&kick_cond, &kick_mu, &deadline) != 0)
@@ -535,14 +527,7 @@ uint64_t cv_store_watch_gen(struct cv_note_watch *w) {
 }
 
 bool cv_store_watch_wait(struct cv_note_watch *w, uint64_t gen, int ms) {
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += ms / 1000;
-    deadline.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    const struct timespec deadline = cv_deadline_ms(ms);
     pthread_mutex_lock(&note_mu);
     while (w->gen == gen)
         if (pthread_cond_timedwait(&note_cond, &note_mu, &deadline) != 0)

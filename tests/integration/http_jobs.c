@@ -187,8 +187,7 @@ START_TEST(test_corr2d_job) {
     json_t *posted = cv_post_job(body, id);
     ck_assert_str_eq(cv_str(posted, "kind"), "corr2d");
     json_decref(posted);
-    json_t *j = cv_wait_job(id, NULL, 20);
-    ck_assert_str_eq(cv_str(j, "status"), "succeeded");
+    json_t *j = cv_wait_job(id, "succeeded", 20);
     ck_assert_str_eq(cv_str(j, "kind"), "corr2d");
     json_t *res = json_object_get(j, "result");
     ck_assert_msg(json_is_object(res), "no result on a finished corr2d job");
@@ -206,8 +205,7 @@ START_TEST(test_failed_job) {
                             cv_seed_x, cv_seed_y);
     char id[64];
     json_decref(cv_post_job(body, id));
-    json_t *j = cv_wait_job(id, NULL, 20);
-    ck_assert_str_eq(cv_str(j, "status"), "failed");
+    json_t *j = cv_wait_job(id, "failed", 20);
     json_t *err = json_object_get(j, "error");
     ck_assert_msg(json_is_object(err), "a failed job has no error object");
     ck_assert_str_eq(cv_str(err, "code"), "diverged");
@@ -721,8 +719,7 @@ START_TEST(test_train_stream_is_a_job) {
     ck_assert_msg(p.seen != NULL, "GET /jobs/%s failed while its /train stream ran", id);
     ck_assert_msg(strcmp(cv_str(p.seen, "status"), "running") == 0,
                   "a job whose stream is mid-run is %s", cv_str(p.seen, "status"));
-    json_t *after = cv_wait_job(id, NULL, 10);
-    ck_assert_str_eq(cv_str(after, "status"), "succeeded");
+    json_t *after = cv_wait_job(id, "succeeded", 10);
     ck_assert_int_eq(
         json_integer_value(json_object_get(json_object_get(after, "progress"), "step")), 30000);
     /* Its replay is what the stream carried. */
@@ -868,8 +865,7 @@ START_TEST(test_cancel_queued) {
     char *c_body = cv_strdupf(CORR2D_SEED_JOB, cv_seed_x);
     char c[64];
     json_decref(cv_post_job(c_body, c));
-    json_t *jc = cv_wait_job(c, NULL, 10);
-    ck_assert_str_eq(cv_str(jc, "status"), "succeeded");
+    json_t *jc = cv_wait_job(c, "succeeded", 10);
     json_decref(jc);
     free(c_body);
     free(path);

@@ -1013,9 +1013,7 @@ START_TEST(test_sigterm_drain) {
     json_decref(ev);
     cv_stream_free(&s);
     free(body);
-    int st = cv_daemon_wait(&cv_d, CV_STOP_TIMEOUT_S);
-    ck_assert_msg(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
-                  "convd did not exit 0 after SIGTERM (wait status %d)", st);
+    cv_check_exit_ok(cv_daemon_wait(&cv_d, CV_STOP_TIMEOUT_S), "after SIGTERM");
 }
 END_TEST
 
@@ -1055,9 +1053,7 @@ START_TEST(test_drain_lets_jobs_finish) {
     json_decref(ev);
     cv_stream_free(&f.s);
     free(body);
-    int st = cv_daemon_wait(&cv_d, CV_STOP_TIMEOUT_S);
-    ck_assert_msg(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
-                  "convd did not exit 0 after draining (wait status %d)", st);
+    cv_check_exit_ok(cv_daemon_wait(&cv_d, CV_STOP_TIMEOUT_S), "after draining");
 }
 END_TEST
 

@@ -35,9 +35,12 @@ void cv_fixture_stop(void) {
     if (cv_d.pid <= 0)
         return; /* the test stopped it itself */
     ck_assert_msg(cv_daemon_alive(&cv_d), "convd died during the test");
-    int st = cv_daemon_stop(&cv_d);
+    cv_check_exit_ok(cv_daemon_stop(&cv_d), "on SIGTERM");
+}
+
+void cv_check_exit_ok(int st, const char *when) {
     ck_assert_msg(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
-                  "convd did not exit 0 on SIGTERM (wait status %d)", st);
+                  "convd did not exit 0 %s (wait status %d)", when, st);
 }
 
 TCase *cv_tcase(const char *name, bool with_default) {

@@ -29,6 +29,10 @@ void cv_fixture_start(const char *const *args, const char *const *env);
 void cv_fixture_default(void);
 void cv_fixture_stop(void);
 
+/* Asserts that st, a wait status from cv_daemon_stop or cv_daemon_wait, is an exit with status
+ * 0; when names the moment for the message ("on SIGTERM"). */
+void cv_check_exit_ok(int st, const char *when);
+
 /* A TCase with the generous timeout and the stop teardown; with_default also starts the default
  * daemon before each test. */
 TCase *cv_tcase(const char *name, bool with_default);

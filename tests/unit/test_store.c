@@ -112,6 +112,16 @@ static void insert(char *id, enum cv_store_job_status st, const char *owner, int
     strcpy(id, j.id);
 }
 
+/* Inserts a queued job (its id into id) and claims it as runner "r1" for lease_ms: attempt 1
+ * runs. The store is fresh, so the claim takes this job. */
+static void insert_claimed(char *id, int64_t lease_ms) {
+    insert(id, CV_STORE_JOB_QUEUED, NULL, 0);
+    struct cv_store_job c;
+    ck_assert_int_eq(cv_store_job_claim(S, "r1", lease_ms, &c), CV_STORE_OK);
+    ck_assert_str_eq(c.id, id);
+    cv_store_job_free(&c);
+}
+
 static struct cv_store_event ev(int64_t seq, const char *body) {
     return (struct cv_store_event){seq, 0, (char *)body, strlen(body)};
 }
@@ -244,10 +254,8 @@ END_TEST
 
 START_TEST(short_lease_expires) {
     char id[40];
-    insert(id, CV_STORE_JOB_QUEUED, NULL, 0);
+    insert_claimed(id, 1);
     struct cv_store_job c;
-    ck_assert_int_eq(cv_store_job_claim(S, "r1", 1, &c), CV_STORE_OK);
-    cv_store_job_free(&c);
     usleep(20000); /* the 1 ms lease is long gone */
     ck_assert_int_eq(cv_store_job_claim(S, "r2", 60000, &c), CV_STORE_OK);
     ck_assert_int_eq(c.attempt, 2);
@@ -262,10 +270,8 @@ END_TEST
 
 START_TEST(events_fencing) {
     char id[40];
-    insert(id, CV_STORE_JOB_QUEUED, NULL, 0);
+    insert_claimed(id, 60000);
     struct cv_store_job c;
-    ck_assert_int_eq(cv_store_job_claim(S, "r1", 60000, &c), CV_STORE_OK);
-    cv_store_job_free(&c);
     struct cv_store_event e1[2] = {ev(0, "{\"event\":\"start\"}"), ev(1, "{\"step\":1}")};
     ck_assert_int_eq(append1(id, 1, e1, 2), CV_STORE_OK);
     struct cv_store_event gap = ev(5, "{}");
@@ -393,10 +399,8 @@ END_TEST
 
 START_TEST(release_keeps_checkpoint) {
     char id[40];
-    insert(id, CV_STORE_JOB_QUEUED, NULL, 0);
+    insert_claimed(id, 60000);
     struct cv_store_job c;
-    ck_assert_int_eq(cv_store_job_claim(S, "r1", 60000, &c), CV_STORE_OK);
-    cv_store_job_free(&c);
     static const unsigned char ck[] = {42};
     struct cv_store_append a = {
         .job_id = id, .attempt = 1, .checkpoint = ck, .checkpoint_len = 1, .checkpoint_step = 3};
@@ -610,10 +614,7 @@ START_TEST(notifications) {
     struct notes n = {0};
     cv_store_set_listener(S, on_note, &n);
     char id[40];
-    insert(id, CV_STORE_JOB_QUEUED, NULL, 0);
-    struct cv_store_job c;
-    ck_assert_int_eq(cv_store_job_claim(S, "r1", 60000, &c), CV_STORE_OK);
-    cv_store_job_free(&c);
+    insert_claimed(id, 60000);
     struct cv_store_event e[2] = {ev(0, "{}"), ev(1, "{}")};
     ck_assert_int_eq(append1(id, 1, e, 2), CV_STORE_OK);
     enum cv_store_job_status after;
