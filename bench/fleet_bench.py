@@ -13,8 +13,8 @@ Measures, on one PostgreSQL:
 Prints one JSON object. The machine is shared: the load average goes with the numbers.
 
 With AB=/path/convd1:/path/convd2 in the environment it measures only tiny jobs/s with 1 and 2
-replicas for each binary, in interleaved rounds (ROUNDS, 3) so that a shared machine's load hits
-them alike; with STATS=1 also the SQL statements per job with 2 replicas (pg_stat_statements: run
+replicas for each binary, in interleaved rounds (ROUNDS, 4; the order reversed every other round)
+so that a shared machine's load hits them alike; with STATS=1 also the SQL statements per job with 2 replicas (pg_stat_statements: run
 pgtest_run with CV_PG_CONF="shared_preload_libraries='pg_stat_statements'").
 """
 import json, os, re, signal, statistics, subprocess, sys, tempfile, threading, time
@@ -196,8 +196,8 @@ def ab(binaries):
     if stats:
         psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     res = {b: {"1": [], "2": [], "statements_per_job_2": None} for b in binaries}
-    for rnd in range(int(os.environ.get("ROUNDS", "3"))):
-        for b in binaries:
+    for rnd in range(int(os.environ.get("ROUNDS", "4"))):
+        for b in binaries if rnd % 2 == 0 else binaries[::-1]:  # ABBA: a load trend hits both
             a, pa = start(pg_url, "--lease", "5", binary=b)
             one = tiny([pa])
             one["load1"] = round(os.getloadavg()[0], 2)

@@ -1,6 +1,8 @@
 /* convd: the HTTP daemon. Loads the configuration, starts the worker pool and libmicrohttpd,
- * then waits for SIGTERM/SIGINT and drains: stop taking work, let running jobs finish within
- * --drain-timeout (then cancel them), let every stream send its terminal event, exit 0.
+ * then waits for SIGTERM/SIGINT and drains: stop taking work (a fleet replica hands the jobs it
+ * claimed but has not started back to the queue at once), let running jobs finish within
+ * --drain-timeout (then checkpoint and release async jobs, cancel the rest), let every stream
+ * send its terminal event, exit 0.
  * A second signal during the drain exits at once. */
 #include <errno.h>
 #include <math.h>

@@ -71,11 +71,9 @@ static void fleet_down(void) {
     cv_pgtest_free(&pg);
 }
 
-/* A deterministic training of `steps` steps on a 256x256 input with a 3x3 kernel: about 0.07 ms a
- * step on one thread of the development machine, so 100,000 steps (the --max-steps default) take
- * ~7 s, and 20,000 steps ~1.4 s. */
-static char *train_body(long steps, int report_every) {
-    int h = 256, w = 256, k = 3;
+/* A deterministic training of `steps` steps on an h x h input with a 3x3 kernel. */
+static char *train_body_sized(int h, long steps, int report_every) {
+    int w = h, k = 3;
     size_t cap = (size_t)h * w * 8 + 256, len = 0;
     char *x = malloc(cap), *y = malloc(cap);
     ck_assert(x && y);
@@ -103,6 +101,12 @@ static char *train_body(long steps, int report_every) {
     free(x);
     free(y);
     return body;
+}
+
+/* The same on 256x256: about 0.07 ms a step on one thread of the development machine, so
+ * 100,000 steps (the --max-steps default) take ~7 s, and 20,000 steps ~1.4 s. */
+static char *train_body(long steps, int report_every) {
+    return train_body_sized(256, steps, report_every);
 }
 
 /* POST /jobs to replica i; returns the job id (malloc'd). A 503 queue_full (this replica holds
@@ -461,7 +465,7 @@ START_TEST(sigterm_hands_jobs_to_the_fleet) {
     /* A alone first, so that it and no other replica claims: one worker, drain timeout 1 s */
     start_replica_with(0, "1", "1");
     char *tb = train_body(100000, 1000); /* ~7 s here: cannot end within the 1 s drain */
-    char *small = train_body(200, 50);
+    char *small = train_body_sized(16, 200, 50);
     char *t1 = post_job(0, tb);
     wait_db("SELECT count(*) FROM cv_jobs WHERE id = '%s' AND status = 1", t1, 1, "t1 running");
     char *t2 = post_job(0, small); /* claimed by A's dispatcher, waits for A's one worker */
