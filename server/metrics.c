@@ -94,7 +94,8 @@ __attribute__((format(printf, 2, 3))) static void put(struct text *t, const char
     for (;;) {
         va_list ap;
         va_start(ap, fmt);
-        int n = vsnprintf(t->data + t->len, t->cap - t->len, fmt, ap);
+        /* The first call has no buffer yet: NULL + 0 is undefined, so pass NULL (size 0). */
+        int n = vsnprintf(t->data ? t->data + t->len : NULL, t->cap - t->len, fmt, ap);
         va_end(ap);
         if (n < 0) {
             t->failed = true;

@@ -256,6 +256,11 @@ int cv_daemon_wait(struct cv_daemon *d, double timeout_s) {
         pid_t r = waitpid(d->pid, &st, WNOHANG);
         if (r == d->pid || r < 0) {
             d->pid = 0;
+            /* A daemon that did not exit 0 (a sanitizer's report, a crash) said why on its
+             * stderr: show it before the log goes. */
+            if (r == d->pid && !(WIFEXITED(st) && WEXITSTATUS(st) == 0) &&
+                !(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL))
+                dump_log(d);
             unlink(d->log_path);
             remove_store(d);
             return r < 0 ? -1 : st;

@@ -205,17 +205,21 @@ START_TEST(test_delete_stops_running_corr2d) {
     json_t *j = cv_wait_job(id, NULL, 60);
     fprintf(stderr, "test_delete_stops_running_corr2d: DELETE to %s in %.0f ms\n",
             cv_str(j, "status"), (cv_now() - t0) * 1e3);
-    ck_assert_msg(strcmp(cv_str(j, "status"), "cancelled") == 0,
-                  "a deleted corr2d ended %s, expected cancelled", cv_str(j, "status"));
+    if (strcmp(cv_str(j, "status"), "cancelled") != 0) {
+        char *view = json_dumps(j, JSON_COMPACT);
+        ck_abort_msg("a deleted corr2d ended %s, expected cancelled: %s", cv_str(j, "status"),
+                     view ? view : "?");
+    }
     json_decref(j);
     /* The job's end is published before its worker goes back to the pool: wait (bounded) for
      * the worker to be free, i.e. the cancelled loops really returned. */
+    /* 60 s: generous for a sanitized build on a loaded machine, still a bound. */
     double busy = metric("convd_workers_busy");
-    for (int i = 0; i < 200 && busy != 0; i++) {
+    for (int i = 0; i < 1200 && busy != 0; i++) {
         usleep(50 * 1000);
         busy = metric("convd_workers_busy");
     }
-    ck_assert_msg(busy == 0, "a worker still busy 10 s after the deleted corr2d ended");
+    ck_assert_msg(busy == 0, "a worker still busy 60 s after the deleted corr2d ended");
 }
 END_TEST
 

@@ -574,8 +574,15 @@ START_TEST(finished_jobs_leave_memory_flat) {
         json_decref(j);
     }
     long kb = rss_kb(cv_d.pid);
-    ck_assert_msg(kb > 0 && kb < 100 * 1024, "RSS %ld kB after %d finished 100k-step jobs", kb,
-                  JOBS);
+#ifdef CV_SANITIZED
+    /* A sanitizer's shadow memory, ASan's 256 MB quarantine of freed blocks and TSan's history
+     * are not convd's (read here: ASan 472 MB, TSan 122 MB): the bound only catches gross
+     * growth; LeakSanitizer catches the leaks in that build. */
+    const long limit_kb = 1024 * 1024;
+#else
+    const long limit_kb = 100 * 1024;
+#endif
+    ck_assert_msg(kb > 0 && kb < limit_kb, "RSS %ld kB after %d finished 100k-step jobs", kb, JOBS);
     /* and the logs are whole, from the store */
     json_t *ev = events(ids[JOBS - 1]);
     ck_assert_int_eq(json_array_size(ev), 100002);
