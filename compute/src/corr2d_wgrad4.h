@@ -32,7 +32,7 @@
 #define WK4_CB    64  /* input channels per block */
 #define WK4_OB    64  /* output channels per block */
 #define WK4_FLUSH 256 /* tiles summed in float before the double sums take them */
-#define WK4_ITEMS 8   /* slots are added until there are this many items (or one per chunk) */
+#define WK4_ITEMS 4   /* slots are added until there are this many items (or one per chunk) */
 /* Floats added to the stride between points of T, V, W and Z: without them the 36 points of a
  * channel lie 4 KiB apart (64 x 16 floats) and fall into one set of the L1 cache. */
 #define WK4_SKEW 16
