@@ -26,7 +26,8 @@
  * the Winograd F(2x2, 3x3) kernel gradient (wk_*). The table also carries the vectorised
  * squared-error sum of loss.c.
  *
- * None allocates (F(4x4, 3x3) runs in a workspace corr2d.c allocates for the call): a kernel's
+ * None allocates (F(4x4, 3x3) runs in scratch corr2d.c hands it: the caller's cv_corr2d_workspace,
+ * or memory allocated for the call): a kernel's
  * scratch (zero-padded copies of the windows it reads, transformed tiles, row-pointer tables,
  * partial sums) lives in fixed arrays on the running thread's stack, at most about 130 KiB (the
  * forward kernels, which a small /corr2d runs on a connection thread with a 512 KiB stack, about
