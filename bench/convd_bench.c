@@ -30,6 +30,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "convd/corr2d.h"
 #include "convd/loss.h"
 #include "convd/optim.h"
@@ -74,19 +75,6 @@ static void usage(void) {
             "       convd-bench triad [--threads T] [--json]  (triad bandwidth, GB/s)\n"
             "       convd-bench accuracy --input N,C,H,W --kernel Cout,C,kh,kw [--padding P]\n"
             "         [--isa ...]   (errors against the double reference, JSON)\n");
-}
-
-static bool parse_dims(const char *s, int64_t out[4]) {
-    long long v[4];
-    char tail;
-    if (sscanf(s, "%lld,%lld,%lld,%lld%c", &v[0], &v[1], &v[2], &v[3], &tail) != 4)
-        return false;
-    for (int q = 0; q < 4; q++) {
-        if (v[q] < 1)
-            return false;
-        out[q] = v[q];
-    }
-    return true;
 }
 
 static bool parse_int(const char *s, long long lo, long long hi, long long *out) {
@@ -139,11 +127,11 @@ static bool parse_opts(int argc, char **argv, struct bench_opts *o) {
         } else if (v == NULL) {
             return false;
         } else if (strcmp(a, "--input") == 0) {
-            if (!parse_dims(v, o->in))
+            if (!cv_bench_parse_dims(v, o->in))
                 return false;
             have_in = true, q++;
         } else if (strcmp(a, "--kernel") == 0) {
-            if (!parse_dims(v, o->ker))
+            if (!cv_bench_parse_dims(v, o->ker))
                 return false;
             have_ker = true, q++;
         } else if (strcmp(a, "--padding") == 0 && parse_int(v, 0, 1 << 20, &n)) {
@@ -181,23 +169,6 @@ static bool parse_opts(int argc, char **argv, struct bench_opts *o) {
 }
 
 /* ---- helpers ------------------------------------------------------------------------------ */
-
-static double now_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec * 1e-6;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Sorts v[0..n) and returns its median. */
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static uint64_t rng_state = 0x5eedbe4c4ULL;
 
@@ -343,9 +314,9 @@ static int bench_corr2d(const struct bench_opts *o) {
     /* Kept across the calls, as a training job keeps its own (corr2d.h, "Scratch"). */
     struct cv_corr2d_workspace ws;
     cv_corr2d_workspace_init(&ws);
-    const double t_start = now_ms();
+    const double t_start = cv_bench_now_ms();
     for (int rep = -o->warmup; n < cap; rep++) { /* untimed warm-up passes first */
-        const double t0 = now_ms();
+        const double t0 = cv_bench_now_ms();
         if (o->naive) {
             if (!o->bwdk)
                 naive_forward(&x, &k, &g, &y, o->threads);
@@ -370,7 +341,7 @@ static int bench_corr2d(const struct bench_opts *o) {
                 return 2;
             }
         }
-        const double t1 = now_ms();
+        const double t1 = cv_bench_now_ms();
         if (rep < 0)
             continue;
         t[n++] = t1 - t0;
@@ -378,7 +349,7 @@ static int bench_corr2d(const struct bench_opts *o) {
             break;
     }
     cv_corr2d_workspace_free(&ws);
-    const double med = median(t, n);
+    const double med = cv_bench_median(t, n);
     const double macs =
         (double)(o->in[0] * o->ker[0] * oh * ow) * (double)(o->ker[1] * o->ker[2] * o->ker[3]);
     const double flops = 2.0 * macs * (o->fwd_bwd ? 3.0 : 1.0);
@@ -420,7 +391,7 @@ struct step_clock {
 
 static bool on_step(const struct cv_train_step *s, void *user) {
     struct step_clock *c = user;
-    const double t = now_ms();
+    const double t = cv_bench_now_ms();
     c->dt[c->n++] = t - c->last;
     c->last = t;
     (void)s;
@@ -459,15 +430,15 @@ static int bench_train(const struct bench_opts *o) {
     cv_corr2d_forward(&x, &ktrue, o->bias ? btrue : NULL, &p.geom, &y, o->threads);
     cv_train_init_uniform(&w, o->bias ? bias : NULL, 42);
     struct cv_train_result res;
-    clk.last = now_ms();
+    clk.last = cv_bench_now_ms();
     const double t0 = clk.last;
     st = cv_train_run(&p, &x, &y, &w, o->bias ? bias : NULL, on_step, &clk, &res);
-    const double total = now_ms() - t0;
+    const double total = cv_bench_now_ms() - t0;
     if (st != CV_OK || clk.n < 1) {
         fprintf(stderr, "convd-bench: training stopped: %s\n", cv_status_str(st));
         return 2;
     }
-    const double med = median(clk.dt, clk.n);
+    const double med = cv_bench_median(clk.dt, clk.n);
     const char *isa = cv_corr2d_isa_name(cv_corr2d_get_isa());
     if (o->json) {
         printf("{\"bench\":\"train\",\"impl\":\"fast\",\"isa\":\"%s\",", isa);

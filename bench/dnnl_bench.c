@@ -28,6 +28,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "fill.h"
 
 /* Aborts on a oneDNN error in setup (a bench, not a library). */
@@ -49,30 +50,6 @@ struct opts {
     const char *alg; /* NULL: all */
 };
 
-static double now_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec * 1e-6;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static bool parse_dims(const char *s, int64_t out[4]) {
-    long long v[4];
-    char tail;
-    if (sscanf(s, "%lld,%lld,%lld,%lld%c", &v[0], &v[1], &v[2], &v[3], &tail) != 4)
-        return false;
-    for (int q = 0; q < 4; q++) {
-        if (v[q] < 1)
-            return false;
-        out[q] = v[q];
-    }
-    return true;
-}
-
 static bool parse(int argc, char **argv, struct opts *o) {
     *o = (struct opts){.threads = 1, .mode = MODE_FWD};
     if (argc < 2 || strcmp(argv[1], "conv") != 0)
@@ -81,9 +58,9 @@ static bool parse(int argc, char **argv, struct opts *o) {
     for (int q = 2; q + 1 < argc; q += 2) {
         const char *a = argv[q], *v = argv[q + 1];
         if (strcmp(a, "--input") == 0)
-            have_in = parse_dims(v, o->in);
+            have_in = cv_bench_parse_dims(v, o->in);
         else if (strcmp(a, "--kernel") == 0)
-            have_ker = parse_dims(v, o->ker);
+            have_ker = cv_bench_parse_dims(v, o->ker);
         else if (strcmp(a, "--padding") == 0)
             o->pad = atoll(v);
         else if (strcmp(a, "--threads") == 0)
@@ -215,19 +192,18 @@ static void time_job(struct job *j, bool reorders, const char *impl, const char 
     const struct opts *o = j->o;
     double t[200];
     int n = 0;
-    const double start = now_ms();
+    const double start = cv_bench_now_ms();
     for (int rep = -2; n < 200; rep++) {
-        const double t0 = now_ms();
+        const double t0 = cv_bench_now_ms();
         job_run(j, reorders);
-        const double t1 = now_ms();
+        const double t1 = cv_bench_now_ms();
         if (rep < 0)
             continue;
         t[n++] = t1 - t0;
         if (o->repeats > 0 ? n >= o->repeats : (n >= 5 && t1 - start >= 500.0))
             break;
     }
-    qsort(t, (size_t)n, sizeof t[0], cmp_double);
-    const double med = n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
+    const double med = cv_bench_median(t, n);
     /* The result in its plain layout (the blocked run leaves it in the primitive's). */
     if (!reorders) {
         tensor_out(j->fwd != NULL && o->mode == MODE_FWD ? &j->y : &j->dk, j->s);

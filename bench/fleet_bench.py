@@ -11,6 +11,11 @@ Measures, on one PostgreSQL:
     (p50, p99 of the difference),
   - kill -9 of the runner to the job's next step event on the other replica.
 Prints one JSON object. The machine is shared: the load average goes with the numbers.
+
+With AB=/path/convd1:/path/convd2 in the environment it measures only tiny jobs/s with 1 and 2
+replicas for each binary, in interleaved rounds (ROUNDS, 4; the order reversed every other round)
+so that a shared machine's load hits them alike; with STATS=1 also the SQL statements per job with 2 replicas (pg_stat_statements: run
+pgtest_run with CV_PG_CONF="shared_preload_libraries='pg_stat_statements'").
 """
 import json, os, re, signal, statistics, subprocess, sys, tempfile, threading, time
 import http.client
@@ -39,9 +44,9 @@ STEPS = int(os.environ.get("STEPS", "2000"))
 procs = []
 
 
-def start(store, *flags):
+def start(store, *flags, binary=None):
     log = tempfile.NamedTemporaryFile(prefix="fleet-bench-", delete=False)
-    p = subprocess.Popen([convd, "--listen", "127.0.0.1:0", "--store", store, "--max-steps",
+    p = subprocess.Popen([binary or convd, "--listen", "127.0.0.1:0", "--store", store, "--max-steps",
                           "1000000", "--job-history", "1000000", *flags],
                          stderr=log, stdout=subprocess.DEVNULL)
     procs.append(p)
@@ -185,8 +190,42 @@ def main():
     print(json.dumps(res))
 
 
+def ab(binaries):
+    """Tiny jobs/s of each binary with 1 and 2 replicas, interleaved rounds."""
+    stats = os.environ.get("STATS") == "1"
+    if stats:
+        psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    res = {b: {"1": [], "2": [], "statements_per_job_2": None} for b in binaries}
+    for rnd in range(int(os.environ.get("ROUNDS", "4"))):
+        for b in binaries if rnd % 2 == 0 else binaries[::-1]:  # ABBA: a load trend hits both
+            a, pa = start(pg_url, "--lease", "5", binary=b)
+            one = tiny([pa])
+            one["load1"] = round(os.getloadavg()[0], 2)
+            b2, pb = start(pg_url, "--lease", "5", binary=b)
+            if stats:
+                psql("SELECT pg_stat_statements_reset()")
+            two = tiny([pa, pb])
+            two["load1"] = round(os.getloadavg()[0], 2)
+            if stats:
+                rows = psql("SELECT calls, left(regexp_replace(query, '\\s+', ' ', 'g'), 60) FROM "
+                            "pg_stat_statements WHERE calls > 0 AND query NOT LIKE '%pg_stat%' "
+                            "ORDER BY calls DESC LIMIT 12")
+                res[b]["statements_per_job_2"] = {q: round(int(c) / two["jobs"], 2) for c, q in
+                                                  (l.split("|", 1) for l in rows.split("\n") if l)}
+            stop(a)
+            stop(b2)
+            for key, r in (("1", one), ("2", two)):
+                res[b][key].append({k: r[k] for k in ("jobs_per_s", "failed", "load1")})
+            print(rnd, b, "1 replica", one["jobs_per_s"], "2 replicas", two["jobs_per_s"],
+                  "load", os.getloadavg(), file=sys.stderr, flush=True)
+    print(json.dumps(res))
+
+
 try:
-    main()
+    if os.environ.get("AB"):
+        ab(os.environ["AB"].split(":"))
+    else:
+        main()
 finally:
     for q in procs:
         if q.poll() is None:

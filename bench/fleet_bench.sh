@@ -40,6 +40,11 @@ if r.get("kill9_to_next_step_s") is not None:
     print("| kill -9 of the runner to the job's next step on the other replica (lease 5 s) | | | %.2f s (resumed at step %s) | ~lease + 1 s |"
           % (r["kill9_to_next_step_s"], r.get("kill9_resumed_at_step")))
 print()
+if lat:
+    print("Follower latency is measured as the time between two follower processes receiving the same step event, one on the\n"
+          "runner (A, its in-memory stream) and one on the other replica (B, LISTEN/NOTIFY then a store read); both see only\n"
+          "committed events, so the difference is the cross-replica path alone. Only events after both followers caught up\n"
+          "with the replayed log are counted. A negative p50 means B was as fast as A within the two processes' scheduling.\n")
 print("Raw: `%s`" % json.dumps(r))
 print("<!-- fleet_bench.sh: end -->")
 PY

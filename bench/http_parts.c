@@ -18,25 +18,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "convd/api.h"
 #include "convd/base64.h"
 #include "convd/corr2d.h"
-
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 /* A growable string. */
 struct text {
@@ -199,17 +184,17 @@ int main(int argc, char **argv) {
         for (int r = 0; r < repeats; r++) {
             struct cv_corr2d_request req;
             struct cv_api_error err;
-            double t0 = now_ms();
+            double t0 = cv_bench_now_ms();
             if (cv_api_corr2d_parse(body, len, &lim, &req, &err) != CV_OK) {
                 fprintf(stderr, "%s: %d %s %s\n", cases[c].name, err.status, err.code, err.detail);
                 return 1;
             }
-            double t1 = now_ms();
+            double t1 = cv_bench_now_ms();
             if (cv_corr2d_forward(&req.x, &req.k, req.bias, &req.geom, &req.y, threads) != CV_OK)
                 return 1;
-            double t2 = now_ms();
+            double t2 = cv_bench_now_ms();
             char *reply = cv_api_corr2d_reply_dump(&req, &reply_len);
-            double t3 = now_ms();
+            double t3 = cv_bench_now_ms();
             if (reply == NULL)
                 return 1;
             free(reply);
@@ -218,7 +203,8 @@ int main(int argc, char **argv) {
             tc[r] = t2 - t1;
             tr[r] = t3 - t2;
         }
-        double p = median(tp, repeats), k = median(tc, repeats), o = median(tr, repeats);
+        double p = cv_bench_median(tp, repeats), k = cv_bench_median(tc, repeats),
+               o = cv_bench_median(tr, repeats);
         printf("| %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f%% |\n", cases[c].name,
                (double)len / 1e6, (double)reply_len / 1e6, p, k, o, p + k + o,
                100.0 * (p + o) / (p + k + o));

@@ -192,48 +192,6 @@ bool cv_http_client_gone(struct MHD_Connection *conn) {
 
 /* ---- the access handler -------------------------------------------------------------------- */
 
-/* Matches path against a route template, where a "{id}" segment matches one non-empty
- * segment (copied into id). */
-static bool path_match(const char *tmpl, const char *path, char *id, size_t id_cap) {
-    while (*tmpl != '\0' && *path != '\0') {
-        if (strncmp(tmpl, "{id}", 4) == 0) {
-            size_t n = strcspn(path, "/");
-            if (n == 0 || n >= id_cap)
-                return false;
-            memcpy(id, path, n);
-            id[n] = '\0';
-            tmpl += 4;
-            path += n;
-        } else if (*tmpl++ != *path++) {
-            return false;
-        }
-    }
-    return *tmpl == '\0' && *path == '\0';
-}
-
-/* Finds the route for path and method. Sets *path_known when some route has this path, and
- * fills allow with the methods it takes (for 405). */
-static const struct cv_route *route_find(const char *method, struct cv_req *req, bool *path_known,
-                                         char *allow, size_t allow_cap) {
-    const struct cv_route *hit = NULL;
-    size_t n = 0;
-    allow[0] = '\0';
-    *path_known = false;
-    char id[sizeof req->path_id];
-    for (const struct cv_route *r = cv_routes; r->method != NULL; r++) {
-        if (!path_match(r->path, req->path, id, sizeof id))
-            continue;
-        *path_known = true;
-        n += (size_t)snprintf(allow + n, n < allow_cap ? allow_cap - n : 0, "%s%s", n ? ", " : "",
-                              r->method);
-        if (strcmp(r->method, method) == 0 && hit == NULL) {
-            hit = r;
-            memcpy(req->path_id, id, sizeof id);
-        }
-    }
-    return hit;
-}
-
 /* Compares a presented token with the configured one in time that depends only on the
  * configured token's length, so response times do not reveal how much of a guess matched. */
 static bool token_equal(const char *given, const char *want) {
@@ -292,9 +250,11 @@ static void set_request_id(struct MHD_Connection *conn, struct cv_req *req) {
 static bool check_headers(struct MHD_Connection *conn, struct cv_req *req, const char *method,
                           int *ret) {
     struct cv_api_error err;
-    bool path_known;
-    char allow[128];
-    req->route = route_find(method, req, &path_known, allow, sizeof allow);
+    struct cv_route_match m;
+    req->route = cv_reqparse_route_find(cv_routes, method, req->path, &m);
+    memcpy(req->path_id, m.id, sizeof req->path_id);
+    bool path_known = m.path_known;
+    const char *allow = m.allow;
     if (!authorized(conn, req->route)) {
         cv_api_error_set(&err, 401, "unauthorized", NULL,
                          "this daemon needs a bearer token: send Authorization: Bearer <token>");
@@ -405,18 +365,6 @@ static void take_body(struct cv_req *req, const char *data, size_t size) {
     req->body[req->body_len] = '\0';
 }
 
-/* The path of a request target: an absolute-form target ("http://host:port/path", which
- * RFC 9112 §3.2.2 says a server must accept) is routed like its origin form "/path". */
-static const char *origin_form(const char *url) {
-    size_t scheme = strncasecmp(url, "http://", 7) == 0    ? 7
-                    : strncasecmp(url, "https://", 8) == 0 ? 8
-                                                           : 0;
-    if (scheme == 0)
-        return url;
-    const char *path = strchr(url + scheme, '/');
-    return path != NULL ? path : "/";
-}
-
 static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url,
                                       const char *method, const char *version,
                                       const char *upload_data, size_t *upload_data_size,
@@ -430,7 +378,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
         *req_cls = req;
         req->t0_ms = cv_now_ms();
         snprintf(req->method, sizeof req->method, "%s", method);
-        snprintf(req->path, sizeof req->path, "%s", origin_form(url));
+        snprintf(req->path, sizeof req->path, "%s", cv_reqparse_origin_form(url));
         set_request_id(conn, req);
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
         long long expect = cl != NULL ? strtoll(cl, NULL, 10) : 0;
@@ -594,6 +542,17 @@ static void log_error_with(const char *msg, const char *key, const char *value) 
     cv_log_msg("error", msg, extra);
 }
 
+/* Closes fd when it is still the socket fstat described as *was. After a failed
+ * MHD_start_daemon the listening socket passed with MHD_OPTION_LISTEN_SOCKET may be closed
+ * already: libmicrohttpd 0.9.75 closes it on its later failure paths (a bad TLS key among them)
+ * but not on the early ones, and another thread may have been given the same number since.
+ * Closing it blindly closed it twice, or closed someone else's descriptor. fd < 0 is a no-op. */
+static void close_if_same(int fd, const struct stat *was) {
+    struct stat now;
+    if (fd >= 0 && fstat(fd, &now) == 0 && now.st_dev == was->st_dev && now.st_ino == was->st_ino)
+        close(fd);
+}
+
 /* Makes the listening socket for addr. Returns it, or -1 after printing why on stderr (a
  * person reads this one: "convd: cannot listen on X: address already in use") and logging. */
 static int listen_socket(const struct sockaddr_storage *addr, bool v6, const char *listen_text) {
@@ -663,6 +622,11 @@ int cv_http_start(struct cv_server *srv, int *port) {
     int fd = listen_socket(&addr, v6, srv->cfg.listen);
     if (fd < 0)
         return CV_EINVAL;
+    struct stat fd_was;
+    if (fstat(fd, &fd_was) != 0) {
+        close(fd);
+        return CV_EINVAL;
+    }
     srv->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, access_handler, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
         MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, request_completed, srv,
@@ -673,11 +637,12 @@ int cv_http_start(struct cv_server *srv, int *port) {
     free_secret(key);
     free_secret(cert);
     if (srv->daemon != NULL && cv_guard_start(srv->cfg.tls_cert[0] != '\0') != CV_OK) {
-        MHD_stop_daemon(srv->daemon);
+        MHD_stop_daemon(srv->daemon); /* closes fd: it was the daemon's */
         srv->daemon = NULL;
+        fd = -1;
     }
     if (srv->daemon == NULL) {
-        close(fd);
+        close_if_same(fd, &fd_was);
         log_error_with("cannot start serving (a bad TLS certificate or key?)", "listen",
                        srv->cfg.listen);
         return CV_EINVAL;

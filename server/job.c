@@ -150,7 +150,7 @@ int cv_jobs_queued(void) {
     return count;
 }
 
-void cv_jobs_forget_taken(void) {
+void cv_jobs_forget_taken(bool all) {
     struct cv_job **jobs = malloc(4096 * sizeof *jobs);
     if (jobs == NULL)
         return;
@@ -160,6 +160,8 @@ void cv_jobs_forget_taken(void) {
         pthread_mutex_lock(&job->mu);
         bool waiting = job->registered && job->attempt == 0 && !job->terminal && !job->ending;
         pthread_mutex_unlock(&job->mu);
+        bool noted = atomic_exchange(&job->noted, false);
+        waiting = waiting && (all || noted);
         struct cv_store_job row;
         if (waiting && cv_store_job_get(cv_srv.store, job->id, 0, &row) == CV_STORE_OK) {
             /* Claimed by another replica (or ended there by a DELETE): the store has it now.
@@ -167,21 +169,25 @@ void cv_jobs_forget_taken(void) {
             bool elsewhere =
                 row.status != CV_STORE_JOB_QUEUED && strcmp(row.owner, cv_srv.owner) != 0;
             cv_store_job_free(&row);
-            pthread_mutex_lock(&job->mu);
-            if (elsewhere && job->attempt == 0 && !job->terminal) {
-                atomic_store(&job->fenced, true); /* readers follow the store instead */
-                job->terminal = true;
-                pthread_cond_broadcast(&job->cond);
-            } else {
-                elsewhere = false;
-            }
-            pthread_mutex_unlock(&job->mu);
             if (elsewhere)
-                registry_remove(job);
+                cv_jobs_forget(job);
         }
         cv_job_unref(job);
     }
     free(jobs);
+}
+
+void cv_jobs_forget(struct cv_job *job) {
+    pthread_mutex_lock(&job->mu);
+    bool waiting = job->registered && job->attempt == 0 && !job->terminal && !job->ending;
+    if (waiting) {
+        atomic_store(&job->fenced, true); /* readers follow the store instead */
+        job->terminal = true;
+        pthread_cond_broadcast(&job->cond);
+    }
+    pthread_mutex_unlock(&job->mu);
+    if (waiting)
+        registry_remove(job);
 }
 
 void cv_jobs_stop_all(void) {
@@ -305,6 +311,19 @@ double cv_now_ms(void) {
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
+struct timespec cv_deadline_ms(double ms) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    const long long ns = (long long)(ms * 1e6);
+    t.tv_sec += (time_t)(ns / 1000000000LL);
+    t.tv_nsec += (long)(ns % 1000000000LL);
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
+    return t;
+}
+
 void cv_job_event_type(const char *json, char *out, size_t cap) {
     static const char key[] = "{\"event\":\"";
     snprintf(out, cap, "message");
@@ -332,6 +351,7 @@ static struct cv_job *job_alloc(enum cv_job_kind kind, bool registered) {
     atomic_init(&job->cancel, false);
     atomic_init(&job->suspend, false);
     atomic_init(&job->fenced, false);
+    atomic_init(&job->noted, false);
     job->created_ms = cv_now_ms();
     job->state = CV_JOB_STATE_QUEUED;
     job->result.last_loss = NAN;
@@ -469,14 +489,7 @@ void cv_job_push_event(struct cv_job *job, const char *type, char *json, size_t 
 }
 
 bool cv_job_wait_terminal(struct cv_job *job, int timeout_ms) {
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    const struct timespec deadline = cv_deadline_ms(timeout_ms);
     pthread_mutex_lock(&job->mu);
     while (!job->terminal)
         if (pthread_cond_timedwait(&job->cond, &job->mu, &deadline) != 0)
@@ -736,24 +749,60 @@ static void finish(struct cv_job *job, enum cv_job_state state, const char *type
     cv_metrics_job_done(job->kind, state);
 }
 
-/* Drain: a resumable job stops here and goes back to the store's queue with its checkpoint
- * (written first), for the next start or another replica. */
-static void suspend(struct cv_job *job) {
-    cv_writer_flush_job(job);
+/* Gives the job back to the store's queue (its checkpoint, if any, is already written) and
+ * ends its life in this process. When the release fails (the store is down), the job stays
+ * running in the store and resumes once its lease lapses. */
+static void hand_back(struct cv_job *job) {
     int st = cv_store_job_release(cv_srv.store, job->id, job->attempt);
     cv_store_health(st);
     char extra[160];
     snprintf(extra, sizeof extra, "\"job\":\"%s\",\"step\":%d,\"attempt\":%d", job->id,
              (int)job->step, (int)job->attempt);
     cv_log_msg("info",
-               st == CV_STORE_OK ? "job suspended for the next start"
-                                 : "job left running in the store for the next start",
+               st == CV_STORE_OK ? "job released to the queue"
+                                 : "job left running in the store until its lease lapses",
                extra);
     pthread_mutex_lock(&job->mu);
     job->terminal = true; /* ends this process's readers; the job itself goes on later */
     pthread_cond_broadcast(&job->cond);
     pthread_mutex_unlock(&job->mu);
     registry_remove(job);
+}
+
+/* Drain: a resumable job stops here and goes back to the store's queue with its checkpoint
+ * (written first), for the next start or another replica. */
+static void suspend(struct cv_job *job) {
+    cv_writer_flush_job(job);
+    hand_back(job);
+}
+
+void cv_jobs_release_waiting(void) {
+    struct cv_job **jobs = malloc(4096 * sizeof *jobs);
+    if (jobs == NULL)
+        return; /* they are released when a worker pops them after the drain timeout */
+    size_t n = cv_jobs_snapshot(jobs, 4096);
+    for (size_t i = 0; i < n; i++) {
+        struct cv_job *job = jobs[i];
+        pthread_mutex_lock(&job->mu);
+        bool waiting = job->registered && job->resumable && job->attempt > 0 &&
+                       job->state == CV_JOB_STATE_QUEUED && !job->terminal && !job->ending;
+        pthread_mutex_unlock(&job->mu);
+        if (waiting) {
+            cv_writer_flush_job(job); /* a resumed attempt's "resumed" event */
+            /* Taken from the worker that would pop it: `ending` makes begin_running skip it
+             * (and end_unstarted do nothing), unless it started or was cancelled meanwhile. */
+            pthread_mutex_lock(&job->mu);
+            waiting = job->state == CV_JOB_STATE_QUEUED && !job->terminal && !job->ending &&
+                      !atomic_load(&job->cancel);
+            if (waiting)
+                job->ending = true;
+            pthread_mutex_unlock(&job->mu);
+            if (waiting)
+                hand_back(job);
+        }
+        cv_job_unref(job);
+    }
+    free(jobs);
 }
 
 /* Ends a job that was cancelled before it ran: cancelled result and done event, committed.

@@ -1,6 +1,8 @@
 /* convd: the HTTP daemon. Loads the configuration, starts the worker pool and libmicrohttpd,
- * then waits for SIGTERM/SIGINT and drains: stop taking work, let running jobs finish within
- * --drain-timeout (then cancel them), let every stream send its terminal event, exit 0.
+ * then waits for SIGTERM/SIGINT and drains: stop taking work (a fleet replica hands the jobs it
+ * claimed but has not started back to the queue at once), let running jobs finish within
+ * --drain-timeout (then checkpoint and release async jobs, cancel the rest), let every stream
+ * send its terminal event, exit 0.
  * A second signal during the drain exits at once. */
 #include <errno.h>
 #include <math.h>
@@ -173,6 +175,10 @@ static void drain(const sigset_t *set, int sig) {
     /* Keep listening while draining: load balancers see /readyz answer 503 and new work is
      * refused with 503 shutting_down, rather than connections being refused outright. */
     atomic_store(&cv_srv.draining, true);
+    /* A fleet's other replicas can start the claimed jobs that wait for a worker here right
+     * now. With one process (sqlite, memory) they may still run here within the drain. */
+    if (strcmp(cv_store_backend(cv_srv.store), "postgres") == 0)
+        cv_jobs_release_waiting();
     wait_until(set, soft_ms, no_active_jobs);
     if (!no_active_jobs()) {
         cv_log_msg("warn",

@@ -1,6 +1,5 @@
 /* Route table and handlers. Handlers run on the connection's thread with the whole body read;
  * compute always goes to the worker pool. */
-#include <errno.h>
 #include <math.h>
 #include <microhttpd.h>
 #include <stdint.h>
@@ -165,8 +164,7 @@ static int handle_corr2d(struct MHD_Connection *conn, struct cv_req *req) {
 
 /* True when the Accept header asks for Server-Sent Events. */
 static bool wants_sse(struct MHD_Connection *conn) {
-    const char *accept = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Accept");
-    return accept != NULL && strcasestr(accept, "text/event-stream") != NULL;
+    return cv_reqparse_wants_sse(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Accept"));
 }
 
 /* The "stream": false reply of a finished training job. */
@@ -385,74 +383,40 @@ static int reply_bad_query(struct MHD_Connection *conn, struct cv_req *req, cons
     return cv_http_reply_problem(conn, req, &err);
 }
 
-/* Parses an optional integer query parameter within [lo, hi]. Returns false when present but
- * invalid. */
-static bool query_int(struct MHD_Connection *conn, const char *name, long long lo, long long hi,
-                      long long *out) {
-    const char *v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, name);
-    if (v == NULL)
-        return true;
-    char *end;
-    long long n = strtoll(v, &end, 10);
-    if (*v == '\0' || *end != '\0' || n < lo || n > hi)
-        return false;
-    *out = n;
-    return true;
-}
-
-#define JOBS_LIST_MAX       1000
-#define LABEL_SELECTORS_MAX 8
-
-/* The ?label=key=value selectors of a request (repeatable: all must match). */
-struct label_query {
-    const char *sel[LABEL_SELECTORS_MAX];
-    int n;
-    bool bad, too_many;
-};
-
-static enum MHD_Result collect_label(void *cls, enum MHD_ValueKind kind, const char *key,
-                                     const char *value) {
-    struct label_query *q = cls;
-    if (strcmp(key, "label") != 0)
-        return MHD_YES;
-    if (value == NULL || !cv_api_label_selector_ok(value))
-        q->bad = true;
-    else if (q->n == LABEL_SELECTORS_MAX)
-        q->too_many = true;
-    else
-        q->sel[q->n++] = value;
+/* Feeds each query argument to the GET /jobs parser. */
+static enum MHD_Result collect_jobs_query(void *cls, enum MHD_ValueKind kind, const char *key,
+                                          const char *value) {
+    (void)kind;
+    cv_reqparse_jobs_query_add(cls, key, value);
     return MHD_YES;
 }
 
 /* True when a job's labels (JSON text or NULL) match every selector. */
-static bool labels_match(const char *labels_json, const struct label_query *q) {
-    for (int i = 0; i < q->n; i++)
-        if (!cv_api_labels_match(labels_json, q->sel[i]))
+static bool labels_match(const char *labels_json, const struct cv_reqparse_jobs_query *q) {
+    for (int i = 0; i < q->n_labels; i++)
+        if (!cv_api_labels_match(labels_json, q->labels[i]))
             return false;
     return true;
 }
 
 static int handle_job_list(struct MHD_Connection *conn, struct cv_req *req) {
-    long long limit = 100;
-    if (!query_int(conn, "limit", 1, JOBS_LIST_MAX, &limit))
-        return reply_bad_query(conn, req, "limit", "limit must be an integer from 1 to 1000");
+    struct cv_reqparse_jobs_query lq;
+    struct cv_api_error err;
+    cv_reqparse_jobs_query_init(&lq);
+    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_jobs_query, &lq);
+    if (cv_reqparse_jobs_query_finish(&lq, &err) != CV_OK)
+        return cv_http_reply_problem(conn, req, &err);
+    long long limit = lq.limit;
     int state = -1;
-    const char *status = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "status");
-    if (status != NULL) {
+    if (lq.status != NULL) {
         for (int st = 0; st <= CV_JOB_STATE_CANCELLED && state < 0; st++)
-            if (strcmp(status, cv_job_state_name((enum cv_job_state)st)) == 0)
+            if (strcmp(lq.status, cv_job_state_name((enum cv_job_state)st)) == 0)
                 state = st;
         if (state < 0)
             return reply_bad_query(conn, req, "status",
                                    "status must be one of queued, running, succeeded, failed, "
                                    "cancelling, cancelled");
     }
-    struct label_query lq = {0};
-    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_label, &lq);
-    if (lq.bad || lq.too_many)
-        return reply_bad_query(conn, req, "label",
-                               "label must be key=value (a label key and a non-empty value), at "
-                               "most 8 of them");
     /* The store lists every job; live ones are shown as this process sees them (fresher). */
     static const int to_store[] = {
         [CV_JOB_STATE_QUEUED] = CV_STORE_JOB_QUEUED,
@@ -464,7 +428,7 @@ static int handle_job_list(struct MHD_Connection *conn, struct cv_req *req) {
     };
     struct cv_store_query q = {.status = state < 0 ? -1 : to_store[state],
                                /* with a label filter the limit applies to the matches */
-                               .limit = lq.n > 0 ? JOBS_LIST_MAX : (size_t)limit};
+                               .limit = lq.n_labels > 0 ? CV_REQPARSE_JOBS_MAX : (size_t)limit};
     struct cv_store_job *rows = NULL;
     size_t n = 0;
     int st = cv_store_job_list(cv_srv.store, &q, &rows, &n);
@@ -645,31 +609,26 @@ static int handle_job_delete(struct MHD_Connection *conn, struct cv_req *req) {
 
 static int handle_job_events(struct MHD_Connection *conn, struct cv_req *req) {
     int ret;
-    /* Resume after an event: Last-Event-ID (what EventSource sends back) or ?after=N. */
-    long long after = -1;
-    if (!query_int(conn, "after", -1, INT32_MAX, &after))
-        return reply_bad_query(conn, req, "after", "after must be an event id (an integer >= 0)");
-    const char *last = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Last-Event-ID");
-    if (last != NULL && MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "after") == NULL) {
-        /* The same range as ?after= (an event id fits an int32): a huge id is refused, never
-         * carried into the size arithmetic below (after + 1 overflowed at INT64_MAX). */
-        char *end;
-        errno = 0;
-        long long n = strtoll(last, &end, 10);
-        if (*last == '\0' || *end != '\0' || errno != 0 || n < -1 || n > INT32_MAX) {
-            struct cv_api_error err;
-            cv_api_error_set(&err, 400, "invalid_header", NULL,
-                             "Last-Event-ID must be an event id (an integer from 0 to %d)",
-                             INT32_MAX);
-            return cv_http_reply_problem(conn, req, &err);
-        }
-        after = n;
+    /* Resume after an event: Last-Event-ID (what EventSource sends back) or ?after=N, both in
+     * an event id's range, so "after + 1" below cannot overflow. */
+    long long after;
+    struct cv_api_error err;
+    if (cv_reqparse_events_after(
+            MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "after"),
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Last-Event-ID"), &after,
+            &err) != CV_OK)
+        return cv_http_reply_problem(conn, req, &err);
+    int64_t from = after + 1;
+    struct cv_job *job = cv_jobs_find(req->path_id);
+    if (job == NULL &&
+        cv_stream_reply_stored(conn, req, req->path_id, from, wants_sse(conn), &ret)) {
+        snprintf(req->job_id, sizeof req->job_id, "%.39s", req->path_id);
+        return ret; /* not live here, and its log has events after `from` */
     }
-    struct cv_job *job;
+    cv_job_unref(job);
     struct cv_store_job row;
     if (!find_job(conn, req, 0, &job, &row, &ret))
         return ret;
-    int64_t from = after + 1;
     bool nothing_new;
     if (job != NULL) {
         pthread_mutex_lock(&job->mu);

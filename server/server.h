@@ -16,9 +16,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "convd/api.h"
 #include "cv_store.h"
+#include "reqparse.h"
 
 #define CV_VERSION "0.1.0"
 
@@ -182,6 +184,7 @@ struct cv_job {
     atomic_bool cancel;  /* set by cv_job_cancel; read by the worker after every step */
     atomic_bool suspend; /* drain: checkpoint, hand back to the store, stop (resumable jobs) */
     atomic_bool fenced;  /* the store says another attempt owns it: write nothing more */
+    atomic_bool noted;   /* a state note named it while it waited here: look it up in the store */
     double created_ms;   /* monotonic clock */
     double started_ms;   /* monotonic clock when a worker took it */
 
@@ -199,7 +202,8 @@ struct cv_job {
                             it, so an id a client saw survives a crash */
     bool terminal;       /* the last event (done/error) has been appended (and committed) */
     bool listed;         /* in the registry */
-    bool ending;         /* an end without running is being committed (cancel while queued) */
+    bool ending;         /* an end without running is being committed (cancel while queued), or the
+                            drain is handing the claimed, unstarted job back to the store */
     double created_unix_ms, started_unix_ms, finished_unix_ms; /* wall clock; 0 = not yet */
     int32_t step;                                              /* last step done (train) */
     double last_loss;       /* its loss; NaN before the first step */
@@ -297,10 +301,23 @@ int cv_jobs_queued(void);
  * resumable jobs to suspend (checkpoint and hand back to the store for the next start). */
 void cv_jobs_stop_all(void);
 
+/* Drain of a fleet replica: hands the jobs this process claimed but has not started (waiting
+ * for a worker) back to the store's queue at once, so another replica starts them now rather
+ * than after --drain-timeout. Jobs a worker already runs are left to the drain. Does store
+ * writes (call it from the main thread). */
+void cv_jobs_release_waiting(void);
+
 /* Fleet: drops from the registry the jobs this process accepted (POST /jobs) that another
  * replica claimed or ended meanwhile, so they count against neither --queue nor memory, and
- * requests for them read the store. Called by the writer thread (does store reads). */
-void cv_jobs_forget_taken(void);
+ * requests for them read the store. all: looks up every waiting job; else only those a state
+ * note named (job->noted): one store read per job another replica took, not per waiting job.
+ * Called by the writer thread (does store reads). */
+void cv_jobs_forget_taken(bool all);
+
+/* Drops one job accepted here and still waiting (attempt 0) from the registry, as
+ * cv_jobs_forget_taken does, without asking the store: for a state note another replica sent
+ * about it (it claimed or ended the job). Does nothing when the job was claimed here meanwhile. */
+void cv_jobs_forget(struct cv_job *job);
 
 /* Number of jobs not yet done here: registered ones this process runs or has claimed, and
  * unregistered ones submitted to the pool and not finished (drain waits for 0). */
@@ -390,12 +407,22 @@ void cv_writer_stop(void);
 void cv_writer_kick(void);
 void cv_dispatch_kick(void);
 
-/* Store notifications for readers of jobs that are not live here (queued, or run by another
- * replica): a counter that grows with every EVENTS/STATE note of the store (pg: LISTEN/NOTIFY
- * from the whole fleet). cv_store_note_gen reads it; cv_store_note_wait waits up to ms for it to
- * pass gen (the slow poll is the timeout: notes are hints, the store is the truth). */
-uint64_t cv_store_note_gen(void);
-void cv_store_note_wait(uint64_t gen, int ms);
+/* Store notifications for a reader of a job that is not live here (queued, or run by another
+ * replica): a watch counts the store's notes that name its job (pg: LISTEN/NOTIFY from the
+ * whole fleet), and every note that names no job (notes may have been missed). So a reader
+ * wakes for its own job only, not for every job of the fleet. Add before the first store
+ * read, remove before freeing; cv_store_watch_wait waits up to ms for the count to pass gen
+ * and returns true when it did (false: the slow poll's timeout; notes are hints, the store is
+ * the truth). */
+struct cv_note_watch {
+    char id[40];
+    uint64_t gen; /* guarded by the notes' mutex */
+    struct cv_note_watch *next;
+};
+void cv_store_watch_add(struct cv_note_watch *w, const char *id);
+void cv_store_watch_remove(struct cv_note_watch *w);
+uint64_t cv_store_watch_gen(struct cv_note_watch *w);
+bool cv_store_watch_wait(struct cv_note_watch *w, uint64_t gen, int ms);
 
 /* The writer lock: held while a batch is collected and committed, and by a worker while it
  * commits its job's end, so the two never interleave one job's events. */
@@ -499,28 +526,11 @@ struct cv_req {
     uint64_t bytes_out;
     atomic_uint_fast64_t stream_bytes; /* bytes written by a stream reader */
     char job_id[40];
-    char path_id[64];                 /* the segment a "{id}" of the route matched */
+    char path_id[CV_REQPARSE_ID_CAP]; /* the segment a "{id}" of the route matched */
     char server_timing[160];          /* Server-Timing header value, \"\" for none */
     char location[112];               /* Location header value, \"\" for none */
     const char *query_after;          /* borrowed from MHD for the request: ?after= */
     const char *const *extra_headers; /* name/value pairs, NULL-terminated; static; or NULL */
-};
-
-/* A route handler: runs on the final MHD call with the whole body in req. Returns the
- * MHD_Result of queueing its reply. */
-typedef int (*cv_route_handler)(struct MHD_Connection *conn, struct cv_req *req);
-
-enum cv_route_flags {
-    CV_ROUTE_FLAGS_JSON_BODY = 1, /* POST with an application/json body */
-    CV_ROUTE_FLAGS_PUBLIC = 2,    /* served without the bearer token (probes, metrics) */
-    CV_ROUTE_FLAGS_PROBE = 4,     /* a health probe: served even past the connection limits */
-};
-
-struct cv_route {
-    const char *method;
-    const char *path; /* a template: a "{id}" segment matches any one segment */
-    cv_route_handler handler;
-    unsigned flags;
 };
 
 /* The route table (routes.c), ended by a {NULL} entry. */
@@ -565,6 +575,13 @@ bool cv_http_client_gone(struct MHD_Connection *conn);
 int cv_stream_reply(struct MHD_Connection *conn, struct cv_req *req, const char *id,
                     struct cv_job *job, int64_t from, bool sse, bool cancel_on_close);
 
+/* For a job not live here: reads the first page of its stored log from `from` on and, when it
+ * has events, queues the streamed reply starting with them and returns true (*ret is MHD's
+ * answer). False when the store has no such event (no job, nothing new yet, or a store error):
+ * the caller looks the job up instead. One store read for a finished job's log, not two. */
+bool cv_stream_reply_stored(struct MHD_Connection *conn, struct cv_req *req, const char *id,
+                            int64_t from, bool sse, int *ret);
+
 /* The web page (clients/web/index.html, app.js and app.css, built in); length in *len. */
 const char *cv_page_html(size_t *len);
 const char *cv_page_js(size_t *len);
@@ -572,5 +589,9 @@ const char *cv_page_css(size_t *len);
 
 /* Monotonic milliseconds. */
 double cv_now_ms(void);
+
+/* The CLOCK_MONOTONIC time ms (>= 0) milliseconds from now, as pthread_cond_timedwait takes it
+ * for a condition variable made with pthread_condattr_setclock(CLOCK_MONOTONIC). */
+struct timespec cv_deadline_ms(double ms);
 
 #endif

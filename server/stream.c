@@ -38,6 +38,8 @@ struct stream {
     char *pending; /* framed bytes not yet copied out */
     size_t pending_len, pending_off;
     double last_write_ms;
+    struct cv_note_watch watch; /* store notes about this job (while following the store) */
+    bool watching;
 };
 
 static bool is_terminal_type(const char *type) {
@@ -127,16 +129,24 @@ static ssize_t quiet(struct stream *s, char *buf, size_t max) {
 
 /* Follows a job that is not live here: the store, polled. */
 static ssize_t read_stored(struct stream *s, char *buf, size_t max) {
+    if (!s->watching) {
+        cv_store_watch_add(&s->watch, s->id);
+        s->watching = true;
+    }
+    /* An ended job's log ends with its done or error event, which ends the stream when sent;
+     * the row is read only on the slow poll, as a safety net (one read less per wake). */
+    bool check_row = false;
     for (;;) {
-        uint64_t gen = cv_store_note_gen(); /* before the read: a note after it wakes us */
+        uint64_t gen =
+            cv_store_watch_gen(&s->watch); /* before the read: a note after it wakes us */
         int st = page_fetch(s);
         if (st == CV_STORE_OK && s->page_n > 0)
             return send_page_event(s, buf, max);
         if (st == CV_STORE_NOT_FOUND)
             return MHD_CONTENT_READER_END_OF_STREAM; /* deleted (retention) meanwhile */
         struct cv_store_job row;
-        st = st == CV_STORE_OK ? cv_store_job_get(cv_srv.store, s->id, 0, &row) : st;
-        if (st == CV_STORE_OK) {
+        st = st == CV_STORE_OK && check_row ? cv_store_job_get(cv_srv.store, s->id, 0, &row) : st;
+        if (st == CV_STORE_OK && check_row) {
             bool done = cv_store_job_status_terminal(row.status) && row.last_seq < s->next;
             cv_store_job_free(&row);
             if (done)
@@ -148,7 +158,7 @@ static ssize_t read_stored(struct stream *s, char *buf, size_t max) {
         s->job = cv_jobs_find(s->id);
         if (s->job != NULL)
             return 0;
-        cv_store_note_wait(gen, SLOW_POLL_MS);
+        check_row = !cv_store_watch_wait(&s->watch, gen, SLOW_POLL_MS);
         ssize_t q = quiet(s, buf, max);
         if (q != 0)
             return q;
@@ -212,13 +222,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
             s->sent_terminal = true;
             return MHD_CONTENT_READER_END_OF_STREAM;
         }
-        struct timespec deadline;
-        clock_gettime(CLOCK_MONOTONIC, &deadline);
-        deadline.tv_nsec += POLL_MS * 1000000L;
-        if (deadline.tv_nsec >= 1000000000L) {
-            deadline.tv_sec++;
-            deadline.tv_nsec -= 1000000000L;
-        }
+        const struct timespec deadline = cv_deadline_ms(POLL_MS);
         /* Woken or timed out alike: a running job's progress commits wake readers without a
          * new event, so the heartbeat and the disconnect check come after every wait. */
         pthread_cond_timedwait(&job->cond, &job->mu, &deadline);
@@ -234,12 +238,17 @@ static void stream_free(void *cls) {
     /* A reader that ends before the terminal event means the client went away. */
     if (!s->sent_terminal && s->cancel_on_close && s->job != NULL)
         cv_job_cancel(s->job);
+    if (s->watching)
+        cv_store_watch_remove(&s->watch);
     cv_job_unref(s->job);
     page_drop(s);
     free(s->pending);
     free(s);
     atomic_fetch_sub(&cv_srv.open_streams, 1);
 }
+
+/* Queues the reply of stream s (taken: freed on failure). */
+static int queue_stream(struct MHD_Connection *conn, struct cv_req *req, struct stream *s);
 
 int cv_stream_reply(struct MHD_Connection *conn, struct cv_req *req, const char *id,
                     struct cv_job *job, int64_t from, bool sse, bool cancel_on_close) {
@@ -248,11 +257,33 @@ int cv_stream_reply(struct MHD_Connection *conn, struct cv_req *req, const char 
         return cv_http_reply_status(conn, req, CV_ENOMEM);
     snprintf(s->id, sizeof s->id, "%s", id);
     s->job = job ? cv_job_ref(job) : NULL;
-    s->conn = conn;
-    s->req = req;
     s->sse = sse;
     s->cancel_on_close = cancel_on_close;
     s->next = from;
+    return queue_stream(conn, req, s);
+}
+
+bool cv_stream_reply_stored(struct MHD_Connection *conn, struct cv_req *req, const char *id,
+                            int64_t from, bool sse, int *ret) {
+    struct stream *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return false;
+    snprintf(s->id, sizeof s->id, "%s", id);
+    s->sse = sse;
+    s->next = from;
+    if (page_fetch(s) != CV_STORE_OK || s->page_n == 0) {
+        page_drop(s);
+        free(s);
+        return false;
+    }
+    *ret = queue_stream(conn, req, s);
+    return true;
+}
+
+static int queue_stream(struct MHD_Connection *conn, struct cv_req *req, struct stream *s) {
+    const char *id = s->id;
+    s->conn = conn;
+    s->req = req;
     s->last_write_ms = cv_now_ms();
     atomic_fetch_add(&cv_srv.open_streams, 1);
     struct MHD_Response *resp =
@@ -262,7 +293,7 @@ int cv_stream_reply(struct MHD_Connection *conn, struct cv_req *req, const char 
         return MHD_NO;
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
-                            sse ? "text/event-stream" : "application/x-ndjson");
+                            s->sse ? "text/event-stream" : "application/x-ndjson");
     MHD_add_response_header(resp, "Cache-Control", "no-cache");
     MHD_add_response_header(resp, "X-Accel-Buffering", "no");
     MHD_add_response_header(resp, "Vary", "Accept");

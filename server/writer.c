@@ -25,10 +25,11 @@
 #define MIN_BATCH_MS    5.0 /* group commit: at most one batch per 5 ms */
 #define TICK_MS         200 /* the writer wakes at least this often (renewals, retention) */
 #define RETAIN_EVERY_MS 1000.0
-#define SWEEP_EVERY_MS  100.0 /* how often jobs claimed by other replicas leave the registry */
-#define RETAIN_BATCH    200   /* jobs per retention transaction */
-#define MAX_LIVE        4096  /* jobs one batch looks at */
-#define KEEP_COMMITTED  512   /* committed events a running job keeps in memory for followers */
+#define SWEEP_EVERY_MS  1000.0 /* every waiting job looked up (notes name the rest at once) */
+#define RETAIN_BATCH    200    /* jobs per retention transaction */
+#define MAX_LIVE        4096   /* jobs one batch looks at */
+#define KEEP_COMMITTED  512    /* committed events a running job keeps in memory for followers */
+#define CLAIM_MAX       16     /* jobs one claim takes at most */
 
 static pthread_mutex_t writer_mu = PTHREAD_MUTEX_INITIALIZER; /* the writer lock */
 static pthread_mutex_t kick_mu = PTHREAD_MUTEX_INITIALIZER;   /* guards the flags below */
@@ -37,7 +38,8 @@ static bool writer_kicked, dispatch_kicked, stopping;
 static pthread_t writer_thread, dispatch_thread;
 static bool started;
 static atomic_bool trim_wanted;
-static atomic_bool sweep_wanted; /* a job accepted here was claimed elsewhere: sweep now */
+static atomic_bool sweep_wanted;     /* a job accepted here was claimed elsewhere: sweep now */
+static atomic_bool sweep_all_wanted; /* notes may have been missed: look every job up */
 /* Finished jobs in the store as far as this process knows (set at start, + each end, - each
  * deletion), so that retention after a job's end costs nothing while under --job-history. */
 static atomic_llong finished_count;
@@ -68,15 +70,7 @@ void cv_dispatch_kick(void) {
 
 /* Waits on kick_cond until *flag or stopping or ms pass; clears *flag. kick_mu not held. */
 static void wait_kick(bool *flag, double ms) {
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    long ns = (long)(ms * 1e6);
-    deadline.tv_sec += ns / 1000000000L;
-    deadline.tv_nsec += ns % 1000000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    const struct timespec deadline = cv_deadline_ms(ms);
     pthread_mutex_lock(&kick_mu);
     while (!*flag && !stopping)
         if (pthread_cond_timedwait(&kick_cond, &kick_mu, &deadline) != 0)
@@ -350,10 +344,12 @@ static void *writer_main(void *arg) {
             renew_all();
             last_renew = cv_now_ms();
         }
-        if (atomic_exchange(&sweep_wanted, false) || cv_now_ms() - last_sweep >= SWEEP_EVERY_MS) {
-            cv_jobs_forget_taken();
+        bool all =
+            atomic_exchange(&sweep_all_wanted, false) || cv_now_ms() - last_sweep >= SWEEP_EVERY_MS;
+        if (atomic_exchange(&sweep_wanted, false) || all)
+            cv_jobs_forget_taken(all);
+        if (all)
             last_sweep = cv_now_ms();
-        }
         if (cv_now_ms() - last_retain >= RETAIN_EVERY_MS) {
             retain(5);
             last_retain = cv_now_ms();
@@ -473,15 +469,21 @@ static void *dispatch_main(void *arg) {
             wait_kick(&dispatch_kicked, 100);
             continue;
         }
-        struct cv_store_job row;
+        /* As many as there is room for, in one claim (one statement on PostgreSQL). */
+        struct cv_store_job rows[CLAIM_MAX];
+        size_t room = (size_t)(cv_srv.cfg.workers - waiting), n = 0;
+        if (room > CLAIM_MAX)
+            room = CLAIM_MAX;
         double t0 = cv_now_ms();
-        int st = cv_store_job_claim(cv_srv.store, cv_srv.owner, lease_ms, &row);
-        if (st == CV_STORE_OK) {
+        int st = cv_store_job_claim_many(cv_srv.store, cv_srv.owner, lease_ms, room, rows, &n);
+        if (n > 0)
             cv_metrics_store_claim((cv_now_ms() - t0) / 1000.0);
-            dispatch(&row);
-            cv_store_job_free(&row);
-            continue; /* maybe more */
+        for (size_t i = 0; i < n; i++) {
+            dispatch(&rows[i]);
+            cv_store_job_free(&rows[i]);
         }
+        if (st == CV_STORE_OK)
+            continue; /* maybe more */
         if (st != CV_STORE_NOT_FOUND)
             cv_store_health(st);
         /* Nothing to claim: sleep until a job is queued or a worker frees up; a slow poll
@@ -495,30 +497,44 @@ static void *dispatch_main(void *arg) {
  */
 
 static pthread_mutex_t note_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t note_cond; /* CLOCK_MONOTONIC, set up in cv_writer_start */
-static uint64_t note_gen;        /* guarded by note_mu */
+static pthread_cond_t note_cond;      /* CLOCK_MONOTONIC, set up in cv_writer_start */
+static struct cv_note_watch *watches; /* guarded by note_mu */
 
-uint64_t cv_store_note_gen(void) {
+void cv_store_watch_add(struct cv_note_watch *w, const char *id) {
+    snprintf(w->id, sizeof w->id, "%s", id);
     pthread_mutex_lock(&note_mu);
-    uint64_t g = note_gen;
+    w->gen = 0;
+    w->next = watches;
+    watches = w;
+    pthread_mutex_unlock(&note_mu);
+}
+
+void cv_store_watch_remove(struct cv_note_watch *w) {
+    pthread_mutex_lock(&note_mu);
+    for (struct cv_note_watch **p = &watches; *p != NULL; p = &(*p)->next)
+        if (*p == w) {
+            *p = w->next;
+            break;
+        }
+    pthread_mutex_unlock(&note_mu);
+}
+
+uint64_t cv_store_watch_gen(struct cv_note_watch *w) {
+    pthread_mutex_lock(&note_mu);
+    uint64_t g = w->gen;
     pthread_mutex_unlock(&note_mu);
     return g;
 }
 
-void cv_store_note_wait(uint64_t gen, int ms) {
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += ms / 1000;
-    deadline.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+bool cv_store_watch_wait(struct cv_note_watch *w, uint64_t gen, int ms) {
+    const struct timespec deadline = cv_deadline_ms(ms);
     pthread_mutex_lock(&note_mu);
-    while (note_gen == gen)
+    while (w->gen == gen)
         if (pthread_cond_timedwait(&note_cond, &note_mu, &deadline) != 0)
             break;
+    bool noted = w->gen != gen;
     pthread_mutex_unlock(&note_mu);
+    return noted;
 }
 
 /* Store notifications (this process's writes, and with postgres every replica's): a queued job
@@ -527,12 +543,14 @@ void cv_store_note_wait(uint64_t gen, int ms) {
  * thread: quick, and no store calls. */
 static void on_note(void *user, enum cv_store_note note, const char *job_id, int64_t seq) {
     (void)user;
-    (void)seq;
     if (note == CV_STORE_NOTE_QUEUED) {
         cv_dispatch_kick();
         if (job_id != NULL)
             return;
-        /* no id: the store may have missed notes (a reconnect): wake every reader too */
+        /* no id: the store may have missed notes (a reconnect): wake every reader too, and
+         * look up every job accepted here */
+        atomic_store(&sweep_all_wanted, true);
+        cv_writer_kick();
     }
     if (note == CV_STORE_NOTE_STATE && job_id != NULL) {
         /* A job this process accepted may have been claimed (or ended) by another replica:
@@ -543,11 +561,16 @@ static void on_note(void *user, enum cv_store_note note, const char *job_id, int
             pthread_mutex_lock(&job->mu);
             bool waiting = job->attempt == 0 && !job->terminal;
             pthread_mutex_unlock(&job->mu);
-            cv_job_unref(job);
-            if (waiting) {
+            if (waiting && seq == CV_STORE_SEQ_ELSEWHERE) {
+                cv_jobs_forget(job); /* another replica claimed or ended it: no need to ask */
+            } else if (waiting) {
+                /* our own claim (the dispatcher sets the attempt next) or our own DELETE: the
+                 * writer looks it up in the store */
+                atomic_store(&job->noted, true);
                 atomic_store(&sweep_wanted, true);
                 cv_writer_kick();
             }
+            cv_job_unref(job);
         }
     }
     if (note == CV_STORE_NOTE_CANCEL && job_id != NULL) {
@@ -557,9 +580,16 @@ static void on_note(void *user, enum cv_store_note note, const char *job_id, int
             cv_job_unref(job);
         }
     }
+    /* Readers of the job named (every reader when none is named). */
+    bool woke = false;
     pthread_mutex_lock(&note_mu);
-    note_gen++;
-    pthread_cond_broadcast(&note_cond);
+    for (struct cv_note_watch *w = watches; w != NULL; w = w->next)
+        if (job_id == NULL || strcmp(w->id, job_id) == 0) {
+            w->gen++;
+            woke = true;
+        }
+    if (woke)
+        pthread_cond_broadcast(&note_cond);
     pthread_mutex_unlock(&note_mu);
 }
 

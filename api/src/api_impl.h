@@ -60,6 +60,8 @@ char *cv__buf_finish(struct cv__buf *b, size_t *len);
 size_t cv__fmt_f32(char out[CV__NUM_MAX], float v);
 /* Like cv__fmt_f32 for a double (15 to 17 significant digits, checked with strtod). */
 size_t cv__fmt_f64(char out[CV__NUM_MAX], double v);
+/* Writes v in decimal digits (at most 20; no sign, no NUL) into out and returns their count. */
+size_t cv__fmt_u64(char *out, uint64_t v);
 
 /* ---- errors (error.c) -------------------------------------------------------------------- */
 

@@ -139,19 +139,12 @@ void cv__buf_put_str(struct cv__buf *b, const char *str) {
     cv__buf_putc(b, '"');
 }
 
-/* Writes |v| in decimal, with a '-' when neg; returns the length. */
+/* Writes |v| in decimal, with a '-' when neg, and a NUL; returns the length. */
 static size_t fmt_u64(char *out, uint64_t v, bool neg) {
-    char tmp[24];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
     size_t o = 0;
     if (neg)
         out[o++] = '-';
-    while (n > 0)
-        out[o++] = tmp[--n];
+    o += cv__fmt_u64(out + o, v);
     out[o] = '\0';
     return o;
 }

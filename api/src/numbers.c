@@ -238,8 +238,7 @@ static inline int n_digits(uint32_t v) {
                           : 1 + (v >= 10) + (v >= 100) + (v >= 1000);
 }
 
-/* Writes |v| < 2^64 in decimal. */
-static size_t put_u64(char *out, uint64_t v) {
+size_t cv__fmt_u64(char *out, uint64_t v) {
     char tmp[24];
     size_t n = 0;
     do {
@@ -270,7 +269,7 @@ size_t cv__fmt_f32(char out[CV__NUM_MAX], float v) {
     /* Integral values print as integers up to 2^53, where doubles stop holding every
      * integer (for a float32, every integral value up to 2^53 is exact). */
     if (a <= 0x1p53f && a == truncf(a)) {
-        o += put_u64(out + o, (uint64_t)a);
+        o += cv__fmt_u64(out + o, (uint64_t)a);
         out[o] = '\0';
         return o;
     }
@@ -317,7 +316,7 @@ size_t cv__fmt_f32(char out[CV__NUM_MAX], float v) {
             out[o++] = '-';
             x = -x;
         }
-        o += put_u64(out + o, (uint64_t)x);
+        o += cv__fmt_u64(out + o, (uint64_t)x);
     }
     out[o] = '\0';
     return o;
@@ -371,15 +370,16 @@ static bool token_to_f32(const char *start, bool neg, bool integer, bool small_i
     return true;
 }
 
-/* Reads the optional exponent of a JSON number at p ("e" or "E", a sign, digits) into *ex,
- * clamped at +-100000 (far past where every float is 0 or infinite), and sets *had when there
- * was one. Returns the position after it, or NULL for an "e" without digits. */
-static const char *scan_exponent(const char *p, const char *end, int32_t *ex, bool *had) {
+/* Ends a JSON number token at p: reads its optional exponent ("e" or "E", a sign, digits) into
+ * *ex, clamped at +-100000 (far past where every float is 0 or infinite), and clears *integer
+ * when there is one. Returns the position after the token, or NULL for an "e" without digits or
+ * a token that reaches end: something that is not part of it must follow inside the buffer
+ * (strtod and strtoll stop there). */
+static const char *scan_exponent(const char *p, const char *end, int32_t *ex, bool *integer) {
     *ex = 0;
-    *had = false;
     if (p >= end || (*p != 'e' && *p != 'E'))
-        return p;
-    *had = true;
+        return p < end ? p : NULL;
+    *integer = false;
     p++;
     bool neg = false;
     if (p < end && (*p == '+' || *p == '-')) {
@@ -395,7 +395,7 @@ static const char *scan_exponent(const char *p, const char *end, int32_t *ex, bo
     }
     if (neg)
         *ex = -*ex;
-    return p;
+    return p < end ? p : NULL;
 }
 
 /* The general reader, for tokens of more than 19 digits. */
@@ -446,16 +446,9 @@ static const char *scan_f32_long(const char *p, const char *end, float *out) {
             p++;
         }
     }
-    int32_t ex = 0;
-    bool had_exponent = false;
-    p = scan_exponent(p, end, &ex, &had_exponent);
+    int32_t ex;
+    p = scan_exponent(p, end, &ex, &integer);
     if (p == NULL)
-        return NULL;
-    if (had_exponent)
-        integer = false;
-    /* The token must be followed by something that is not part of it (strtod and strtoll
-     * below stop there) and lie inside the buffer. */
-    if (p >= end)
         return NULL;
     return token_to_f32(start, neg, integer, sig + drop <= 18, w, lost, ex + drop - frac, out)
                ? p
@@ -517,16 +510,9 @@ const char *cv__scan_f32(const char *p, const char *end, float *out) {
         if (n_frac == 0)
             return NULL;
     }
-    int32_t ex = 0;
-    bool had_exponent = false;
-    p = scan_exponent(p, end, &ex, &had_exponent);
+    int32_t ex;
+    p = scan_exponent(p, end, &ex, &integer);
     if (p == NULL)
-        return NULL;
-    if (had_exponent)
-        integer = false;
-    /* Something that is not part of the token follows it inside the buffer (strtod and
-     * strtoll stop there). */
-    if (p >= end)
         return NULL;
     if (n_int + n_frac > 19)
         return scan_f32_long(start, end, out);

@@ -53,6 +53,27 @@ static double chunk_sum(const float *yh, const float *y, float *g, float scale, 
     return acc;
 }
 
+/* One squared-error sum, split into CV_LOSS_CHUNKS chunks of `chunk` elements (the last ones
+ * short or empty). */
+struct sqerr {
+    const float *yhat, *y;
+    float *g; /* the gradient, or NULL */
+    float scale;
+    bool mean;
+    int64_t numel, chunk;
+    const struct cv__isa *isa; /* the kernel variant in use (corr2d_impl.h) or NULL: chunk_sum */
+};
+
+/* The sum (and gradient) of chunk q, by the variant's vectorised sum when there is one. */
+static double sqerr_chunk(const struct sqerr *e, int q) {
+    const int64_t lo = q * e->chunk < e->numel ? q * e->chunk : e->numel;
+    const int64_t hi = lo + e->chunk < e->numel ? lo + e->chunk : e->numel;
+    if (e->isa != NULL)
+        return e->isa->sqerr(e->yhat + lo, e->y + lo, e->g != NULL ? e->g + lo : NULL, e->scale,
+                             e->mean, hi - lo);
+    return chunk_sum(e->yhat, e->y, e->g, e->scale, e->mean, lo, hi);
+}
+
 int cv_loss_forward(enum cv_loss_kind kind, const struct cv_tensor *yhat, const struct cv_tensor *y,
                     double *loss, struct cv_tensor *dyhat, int n_threads) {
     CV_ASSERT(yhat != NULL && y != NULL && loss != NULL);
@@ -68,29 +89,24 @@ int cv_loss_forward(enum cv_loss_kind kind, const struct cv_tensor *yhat, const 
         return CV_ESHAPE;
     const int64_t numel = cv_tensor_numel(y);
     const bool mean = kind == CV_LOSS_KIND_MSE;
-    const float scale = 1.0f / (float)numel;
-    float *g = dyhat != NULL ? dyhat->data : NULL;
-    const int64_t chunk = (numel + CV_LOSS_CHUNKS - 1) / CV_LOSS_CHUNKS;
+    const struct sqerr e = {
+        .yhat = yhat->data,
+        .y = y->data,
+        .g = dyhat != NULL ? dyhat->data : NULL,
+        .scale = 1.0f / (float)numel,
+        .mean = mean,
+        .numel = numel,
+        .chunk = (numel + CV_LOSS_CHUNKS - 1) / CV_LOSS_CHUNKS,
+        .isa = cv__isa_active(),
+    };
     double part[CV_LOSS_CHUNKS];
-    /* The vectorised sum of the kernel variant in use (corr2d_impl.h), if any. */
-    const struct cv__isa *isa = cv__isa_active();
     if (n_threads == 1 || numel < CV_LOSS_PARALLEL_MIN) {
-        for (int q = 0; q < CV_LOSS_CHUNKS; q++) {
-            const int64_t lo = q * chunk < numel ? q * chunk : numel;
-            const int64_t hi = lo + chunk < numel ? lo + chunk : numel;
-            part[q] = isa != NULL ? isa->sqerr(yhat->data + lo, y->data + lo,
-                                               g != NULL ? g + lo : NULL, scale, mean, hi - lo)
-                                  : chunk_sum(yhat->data, y->data, g, scale, mean, lo, hi);
-        }
+        for (int q = 0; q < CV_LOSS_CHUNKS; q++)
+            part[q] = sqerr_chunk(&e, q);
     } else {
 #pragma omp parallel for num_threads(n_threads) schedule(static)
-        for (int q = 0; q < CV_LOSS_CHUNKS; q++) {
-            const int64_t lo = q * chunk < numel ? q * chunk : numel;
-            const int64_t hi = lo + chunk < numel ? lo + chunk : numel;
-            part[q] = isa != NULL ? isa->sqerr(yhat->data + lo, y->data + lo,
-                                               g != NULL ? g + lo : NULL, scale, mean, hi - lo)
-                                  : chunk_sum(yhat->data, y->data, g, scale, mean, lo, hi);
-        }
+        for (int q = 0; q < CV_LOSS_CHUNKS; q++)
+            part[q] = sqerr_chunk(&e, q);
     }
     double sum = 0.0;
     for (int q = 0; q < CV_LOSS_CHUNKS; q++)

@@ -236,6 +236,14 @@ int cv_store_job_count(struct cv_store *s, int status, int64_t *n);
 int cv_store_job_claim(struct cv_store *s, const char *owner, int64_t lease_ms,
                        struct cv_store_job *out);
 
+/* Claims up to max (>= 1) jobs as cv_store_job_claim does, oldest first, into out[0..*n-1]
+ * (the caller's array; free each with cv_store_job_free). PostgreSQL claims them in one
+ * statement; the other back ends claim one at a time. Returns OK with *n >= 1, NOT_FOUND
+ * (nothing claimable, *n = 0), or UNAVAILABLE (then *n jobs may still have been claimed and
+ * must be handled). */
+int cv_store_job_claim_many(struct cv_store *s, const char *owner, int64_t lease_ms, size_t max,
+                            struct cv_store_job *out, size_t *n);
+
 /* Extends the lease of a running job to now + lease_ms when attempt and owner still match,
  * and reports whether a cancel was requested. Returns OK, FENCED (taken over or terminal:
  * stop), NOT_FOUND (deleted), UNAVAILABLE. */
@@ -369,11 +377,16 @@ enum cv_store_note {
     CV_STORE_NOTE_CANCEL = 4, /* job id got a cancel request */
 };
 
+/* The seq of a note other than EVENTS that another process's write sent (pg: another
+ * replica); -1 for this process's own. */
+enum { CV_STORE_SEQ_ELSEWHERE = -2 };
+
 /* A listener: called after the change committed, at most once per change (pg folds
  * duplicates; a listener must tolerate missed and repeated notes, and the server keeps a slow
  * poll besides). job_id is borrowed for the call; seq is the last event's seq for EVENTS and -1
- * otherwise. It runs on the writing thread (memory, sqlite) or the back end's listener thread
- * (pg); it must be quick and must not call any cv_store_* function. */
+ * (this process's write) or CV_STORE_SEQ_ELSEWHERE (another process's) otherwise. It runs on the
+ * writing thread (memory, sqlite) or the back end's listener thread (pg); it must be quick and must
+ * not call any cv_store_* function. */
 typedef void (*cv_store_listener_fn)(void *user, enum cv_store_note note, const char *job_id,
                                      int64_t seq);
 

@@ -330,22 +330,29 @@ static int m_job_claim(struct cv_store *s, const char *owner, int64_t lease_ms,
     return st;
 }
 
+/* The row of job id while attempt runs it (for owner, unless NULL), mu held: CV_STORE_OK with
+ * *row, CV_STORE_NOT_FOUND, or CV_STORE_FENCED when the job is not running that attempt. */
+static int running_locked(struct mstore *m, const char *id, int32_t attempt, const char *owner,
+                          struct cv_store_job **row) {
+    struct mjob *j = find_locked(m, id, NULL);
+    if (j == NULL)
+        return CV_STORE_NOT_FOUND;
+    *row = &j->row;
+    if ((*row)->status != CV_STORE_JOB_RUNNING || (*row)->attempt != attempt ||
+        (owner != NULL && strcmp((*row)->owner, owner) != 0))
+        return CV_STORE_FENCED;
+    return CV_STORE_OK;
+}
+
 static int m_job_renew(struct cv_store *s, const char *id, int32_t attempt, const char *owner,
                        int64_t lease_ms, bool *cancel_requested) {
     struct mstore *m = M(s);
     pthread_mutex_lock(&m->mu);
-    struct mjob *j = find_locked(m, id, NULL);
-    int st = CV_STORE_NOT_FOUND;
-    if (j != NULL) {
-        struct cv_store_job *r = &j->row;
-        if (r->status != CV_STORE_JOB_RUNNING || r->attempt != attempt ||
-            strcmp(r->owner, owner) != 0) {
-            st = CV_STORE_FENCED;
-        } else {
-            r->lease_until_ms = cv__store_now_ms() + lease_ms;
-            *cancel_requested = r->cancel_requested;
-            st = CV_STORE_OK;
-        }
+    struct cv_store_job *r;
+    int st = running_locked(m, id, attempt, owner, &r);
+    if (st == CV_STORE_OK) {
+        r->lease_until_ms = cv__store_now_ms() + lease_ms;
+        *cancel_requested = r->cancel_requested;
     }
     pthread_mutex_unlock(&m->mu);
     return st;
@@ -370,18 +377,12 @@ static int m_job_orphan(struct cv_store *s, const char *owner, int64_t *n) {
 static int m_job_release(struct cv_store *s, const char *id, int32_t attempt) {
     struct mstore *m = M(s);
     pthread_mutex_lock(&m->mu);
-    struct mjob *j = find_locked(m, id, NULL);
-    int st = CV_STORE_NOT_FOUND;
-    if (j != NULL) {
-        struct cv_store_job *r = &j->row;
-        if (r->status != CV_STORE_JOB_RUNNING || r->attempt != attempt) {
-            st = CV_STORE_FENCED;
-        } else {
-            r->status = CV_STORE_JOB_QUEUED;
-            r->owner[0] = '\0';
-            r->lease_until_ms = 0;
-            st = CV_STORE_OK;
-        }
+    struct cv_store_job *r;
+    int st = running_locked(m, id, attempt, NULL, &r);
+    if (st == CV_STORE_OK) {
+        r->status = CV_STORE_JOB_QUEUED;
+        r->owner[0] = '\0';
+        r->lease_until_ms = 0;
     }
     pthread_mutex_unlock(&m->mu);
     if (st == CV_STORE_OK)

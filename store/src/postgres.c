@@ -65,8 +65,7 @@ enum stmt_id {
     P_JOB_STATE,
     P_JOB_LIST,
     P_JOB_COUNT,
-    P_CLAIM_QUEUED,
-    P_CLAIM_EXPIRED,
+    P_CLAIM,
     P_RENEW,
     P_ORPHAN,
     P_RELEASE,
@@ -85,14 +84,21 @@ enum stmt_id {
     P_COUNT
 };
 
-/* Claim: the row is locked by the sub-select (SKIP LOCKED: never wait for another replica),
+/* Claim of up to $3 jobs in one statement: queued ones first, then running ones whose lease
+ * lapsed (the second branch of the UNION ALL runs only when the first did not fill the
+ * limit). Rows are locked by the sub-selects (SKIP LOCKED: never wait for another replica),
  * then updated; RETURNING sends the STATE notification in the same transaction. */
-#define CLAIM(where, order)                                                                        \
+#define CLAIM_FROM(where)                                                                          \
+    "SELECT id FROM (SELECT id FROM cv_jobs WHERE " where " ORDER BY seqno LIMIT $3::int FOR "     \
+    "UPDATE SKIP LOCKED)"
+#define CLAIM                                                                                      \
     "UPDATE cv_jobs j SET status = 1, owner = $1, attempt = j.attempt + 1, lease_until = " NOW_MS  \
     " + $2::bigint, started = CASE WHEN j.started = 0 THEN " NOW_MS " ELSE j.started END "         \
-    "FROM (SELECT id FROM cv_jobs WHERE " where " ORDER BY " order                                 \
-    " LIMIT 1 FOR UPDATE SKIP LOCKED) p WHERE j.id = p.id RETURNING " JOB_COLS                     \
-    ", j.request, NULL::text, pg_notify('" NOTIFY_CHANNEL "', 's:' || j.id || ':-1')"
+    "FROM (SELECT id FROM (" CLAIM_FROM("status = 0") " q UNION ALL " CLAIM_FROM(                  \
+        "status = 1 AND lease_until < " NOW_MS) " x) u LIMIT $3::int) p WHERE j.id = p.id "        \
+                                                "RETURNING " JOB_COLS ", j.request, NULL::text, "  \
+                                                "pg_notify('" NOTIFY_CHANNEL "', 's:' || "         \
+                                                "j.id || ':-1')"
 
 static const char *const sql_text[P_COUNT] = {
     [P_PING] = "SELECT version FROM cv_schema_version",
@@ -123,8 +129,8 @@ static const char *const sql_text[P_COUNT] = {
                    "AND ($5::text IS NULL OR j.seqno < (SELECT seqno FROM cv_jobs WHERE id = $5)) "
                    "ORDER BY j.seqno DESC LIMIT $6::bigint",
     [P_JOB_COUNT] = "SELECT count(*) FROM cv_jobs WHERE $1::int < 0 OR status = $1::int",
-    [P_CLAIM_QUEUED] = CLAIM("status = 0", "seqno"),
-    [P_CLAIM_EXPIRED] = CLAIM("status = 1 AND lease_until < " NOW_MS, "seqno"),
+    /* $1 owner $2 lease ms $3 most jobs */
+    [P_CLAIM] = CLAIM,
     /* $1 id $2 attempt $3 owner $4 lease_ms */
     [P_RENEW] = "UPDATE cv_jobs SET lease_until = " NOW_MS " + $4::bigint WHERE id = $1::text "
                 "AND attempt = $2::int AND owner = $3::text AND status = 1 "
@@ -147,9 +153,7 @@ static const char *const sql_text[P_COUNT] = {
         " ev AS (INSERT INTO cv_events(job_id, seq, attempt, body) SELECT j.id, u.s, j.attempt, "
         "u.b FROM j, unnest($11::bigint[], $12::text[]) AS u(s, b)),"
         " ck AS (DELETE FROM cv_checkpoints c USING j WHERE c.job_id = j.id)"
-        " SELECT pg_notify('" NOTIFY_CHANNEL "', 's:' || id || ':-1'), CASE WHEN $13::bigint IS "
-        "NOT NULL THEN pg_notify('" NOTIFY_CHANNEL "', 'e:' || id || ':' || $13::bigint) END "
-        "FROM j",
+        " SELECT pg_notify('" NOTIFY_CHANNEL "', 's:' || id || ':-1') FROM j",
     [P_CANCEL_FLAG] = "UPDATE cv_jobs SET cancel_requested = true WHERE id = $1::text AND "
                       "status = 1 RETURNING pg_notify('" NOTIFY_CHANNEL "', 'c:' || id || ':-1')",
     [P_JOB_DELETE] = "WITH j AS (DELETE FROM cv_jobs WHERE id = $1::text RETURNING id),"
@@ -173,8 +177,10 @@ static const char *const sql_text[P_COUNT] = {
         "SET step = excluded.step, attempt = excluded.attempt, blob = excluded.blob)"
         " SELECT CASE WHEN $4::bigint IS NOT NULL THEN pg_notify('" NOTIFY_CHANNEL "', 'e:' || "
         "id || ':' || $4::bigint) END FROM j",
-    [P_EV_READ] = "SELECT seq, attempt, body FROM cv_events WHERE job_id = $1::text AND seq > "
-                  "$2::bigint ORDER BY seq LIMIT $3::bigint",
+    /* No row: no such job; one row of NULLs: the job has no events after $2. */
+    [P_EV_READ] = "SELECT e.seq, e.attempt, e.body FROM cv_jobs j LEFT JOIN LATERAL (SELECT seq, "
+                  "attempt, body FROM cv_events WHERE job_id = j.id AND seq > $2::bigint ORDER BY "
+                  "seq LIMIT $3::bigint) e ON true WHERE j.id = $1::text",
     [P_CKPT_GET] = "SELECT step, attempt, blob FROM cv_checkpoints WHERE job_id = $1::text",
     /* $1 max age ms $2 keep $3 batch */
     [P_RETAIN] = "WITH v AS (SELECT id FROM cv_jobs WHERE status >= 2 AND (($1::bigint > 0 AND "
@@ -522,6 +528,59 @@ static int run(struct pstore *ps, enum stmt_id id, const struct params *p, PGres
     return st;
 }
 
+/* run() for a statement whose rows only count (a guarded write's RETURNING): *rows. */
+static int run_count(struct pstore *ps, enum stmt_id id, const struct params *p, const char *what,
+                     int64_t *rows) {
+    PGresult *r = NULL;
+    int st = run(ps, id, p, &r, what);
+    *rows = st == CV_STORE_OK ? PQntuples(r) : 0;
+    PQclear(r);
+    return st;
+}
+
+/* run() for a statement that must return a row: NOT_FOUND (with `missing` as the message)
+ * when it returns none. *res is the result on OK (PQclear it). */
+static int run_one(struct pstore *ps, enum stmt_id id, const struct params *p, const char *what,
+                   const char *missing, PGresult **res) {
+    int st = run(ps, id, p, res, what);
+    if (st == CV_STORE_OK && PQntuples(*res) == 0) {
+        PQclear(*res);
+        *res = NULL;
+        st = cv__store_fail(CV_STORE_NOT_FOUND, "%s", missing);
+    }
+    return st;
+}
+
+/* run() for a statement whose first row holds one number: *v. */
+static int run_i64(struct pstore *ps, enum stmt_id id, const struct params *p, const char *what,
+                   int64_t *v) {
+    PGresult *r = NULL;
+    int st = run_one(ps, id, p, what, "no result", &r);
+    if (st == CV_STORE_OK)
+        *v = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    return st;
+}
+
+/* A zeroed array of one `size`-byte element per row of *res for a list (NULL when it has no
+ * rows) in *arr, its length in *rows. On ENOMEM *res is cleared. */
+static int rows_array(PGresult *res, size_t size, void **arr, int *rows) {
+    *rows = PQntuples(res);
+    *arr = *rows > 0 ? calloc((size_t)*rows, size) : NULL;
+    if (*rows > 0 && *arr == NULL) {
+        PQclear(res);
+        return CV_STORE_NOMEM;
+    }
+    return CV_STORE_OK;
+}
+
+/* run() for a list: the result in *res (PQclear it) and rows_array() on OK. */
+static int run_list(struct pstore *ps, enum stmt_id id, const struct params *p, const char *what,
+                    PGresult **res, size_t size, void **arr, int *rows) {
+    int st = run(ps, id, p, res, what);
+    return st == CV_STORE_OK ? rows_array(*res, size, arr, rows) : st;
+}
+
 /* ---- row decoding ---------------------------------------------------------------------------- */
 
 static const char *val(const PGresult *r, int row, int col) {
@@ -614,13 +673,9 @@ static int why_not(struct pstore *ps, const char *id, int32_t attempt, int64_t s
     struct params p = {0};
     p_text(&p, id);
     PGresult *r = NULL;
-    int st = run(ps, P_JOB_STATE, &p, &r, "job state");
+    int st = run_one(ps, P_JOB_STATE, &p, "job state", "no such job", &r);
     if (st != CV_STORE_OK)
         return st;
-    if (PQntuples(r) == 0) {
-        PQclear(r);
-        return cv__store_fail(CV_STORE_NOT_FOUND, "no such job");
-    }
     int32_t cur = (int32_t)v_i64(r, 0, 0);
     int status = (int)v_i64(r, 0, 1);
     int64_t last = v_i64(r, 0, 2);
@@ -660,9 +715,8 @@ static void pg_close(struct cv_store *s) {
 
 static int pg_ping(struct cv_store *s) {
     struct params p = {0};
-    PGresult *r = NULL;
-    int st = run(P(s), P_PING, &p, &r, "ping");
-    PQclear(r);
+    int64_t rows;
+    int st = run_count(P(s), P_PING, &p, "ping", &rows);
     return st == CV_STORE_OK ? CV_STORE_OK : CV_STORE_UNAVAILABLE;
 }
 
@@ -695,9 +749,8 @@ static int pg_job_insert(struct cv_store *s, const struct cv_store_job *j,
     p_text(&p, seqs);
     p_text(&p, bodies);
     p_i64(&p, n > 0 ? ev[n - 1].seq : -1);
-    PGresult *r = NULL;
-    int st = run(P(s), P_JOB_INSERT, &p, &r, "INSERT job");
-    PQclear(r);
+    int64_t rows;
+    int st = run_count(P(s), P_JOB_INSERT, &p, "INSERT job", &rows);
     free(seqs);
     free(bodies);
     if (st == CV_STORE_OK && !running)
@@ -712,10 +765,9 @@ static int pg_job_get(struct cv_store *s, const char *id, unsigned flags,
     p_bool(&p, (flags & CV_STORE_LOAD_REQUEST) != 0);
     p_bool(&p, (flags & CV_STORE_LOAD_RESULT) != 0);
     PGresult *r = NULL;
-    int st = run(P(s), P_JOB_GET, &p, &r, "SELECT job");
+    int st = run_one(P(s), P_JOB_GET, &p, "SELECT job", "no such job", &r);
     if (st == CV_STORE_OK)
-        st = PQntuples(r) == 0 ? cv__store_fail(CV_STORE_NOT_FOUND, "no such job")
-                               : read_job(r, 0, flags, out);
+        st = read_job(r, 0, flags, out);
     PQclear(r);
     return st;
 }
@@ -730,19 +782,11 @@ static int pg_job_list(struct cv_store *s, const struct cv_store_query *q,
     p_text(&p, q->before_id);
     p_i64(&p, (int64_t)q->limit);
     PGresult *r = NULL;
-    int st = run(P(s), P_JOB_LIST, &p, &r, "SELECT jobs");
+    struct cv_store_job *a;
+    int rows;
+    int st = run_list(P(s), P_JOB_LIST, &p, "SELECT jobs", &r, sizeof *a, (void **)&a, &rows);
     if (st != CV_STORE_OK)
         return st;
-    int rows = PQntuples(r);
-    if (rows == 0) {
-        PQclear(r);
-        return CV_STORE_OK;
-    }
-    struct cv_store_job *a = calloc((size_t)rows, sizeof *a);
-    if (a == NULL) {
-        PQclear(r);
-        return CV_STORE_NOMEM;
-    }
     for (int i = 0; i < rows && st == CV_STORE_OK; i++)
         st = read_job(r, i, CV_STORE_LOAD_ROW, &a[i]);
     PQclear(r);
@@ -758,34 +802,45 @@ static int pg_job_list(struct cv_store *s, const struct cv_store_query *q,
 static int pg_job_count(struct cv_store *s, int status, int64_t *n) {
     struct params p = {0};
     p_i64(&p, status);
+    return run_i64(P(s), P_JOB_COUNT, &p, "count", n);
+}
+
+static int pg_job_claim_many(struct cv_store *s, const char *owner, int64_t lease_ms, size_t max,
+                             struct cv_store_job *out, size_t *n) {
+    struct params p = {0};
+    p_text(&p, owner);
+    p_i64(&p, lease_ms);
+    p_i64(&p, (int64_t)max);
     PGresult *r = NULL;
-    int st = run(P(s), P_JOB_COUNT, &p, &r, "count");
-    if (st == CV_STORE_OK)
-        *n = v_i64(r, 0, 0);
+    int st = run(P(s), P_CLAIM, &p, &r, "claim");
+    if (st != CV_STORE_OK)
+        return st;
+    int rows = PQntuples(r);
+    for (int i = 0; i < rows && (size_t)i < max; i++) {
+        /* claimed rows are ours whatever happens: a row we cannot read (out of memory) is
+           left to its lease, like the job of a replica that died */
+        if (read_job(r, i, CV_STORE_LOAD_REQUEST, &out[*n]) == CV_STORE_OK)
+            (*n)++;
+    }
     PQclear(r);
-    return st;
+    for (size_t i = 0; i < *n; i++)
+        cv__store_notify(s, CV_STORE_NOTE_STATE, out[i].id, -1);
+    if (*n > 0)
+        return CV_STORE_OK;
+    return rows > 0 ? CV_STORE_NOMEM : CV_STORE_NOT_FOUND;
 }
 
 static int pg_job_claim(struct cv_store *s, const char *owner, int64_t lease_ms,
                         struct cv_store_job *out) {
-    struct params p = {0};
-    p_text(&p, owner);
-    p_i64(&p, lease_ms);
-    for (int pass = 0; pass < 2; pass++) {
-        PGresult *r = NULL;
-        int st = run(P(s), pass == 0 ? P_CLAIM_QUEUED : P_CLAIM_EXPIRED, &p, &r, "claim");
-        if (st != CV_STORE_OK)
-            return st;
-        if (PQntuples(r) > 0) {
-            st = read_job(r, 0, CV_STORE_LOAD_REQUEST, out);
-            PQclear(r);
-            if (st == CV_STORE_OK)
-                cv__store_notify(s, CV_STORE_NOTE_STATE, out->id, -1);
-            return st;
-        }
-        PQclear(r);
-    }
-    return CV_STORE_NOT_FOUND;
+    size_t n = 0;
+    return pg_job_claim_many(s, owner, lease_ms, 1, out, &n);
+}
+
+/* Why a runner's renew or release of (id, attempt) touched no row: NOT_FOUND, UNAVAILABLE, or
+ * FENCED (another attempt owns the job, or it ended). */
+static int lost_lease(struct pstore *ps, const char *id, int32_t attempt) {
+    int st = why_not(ps, id, attempt, -2);
+    return st == CV_STORE_NOT_FOUND || st == CV_STORE_UNAVAILABLE ? st : CV_STORE_FENCED;
 }
 
 static int pg_job_renew(struct cv_store *s, const char *id, int32_t attempt, const char *owner,
@@ -803,21 +858,15 @@ static int pg_job_renew(struct cv_store *s, const char *id, int32_t attempt, con
     if (hit)
         *cancel_requested = v_bool(r, 0, 0);
     PQclear(r);
-    if (hit)
-        return CV_STORE_OK;
-    st = why_not(P(s), id, attempt, -2);
-    return st == CV_STORE_NOT_FOUND ? st : st == CV_STORE_UNAVAILABLE ? st : CV_STORE_FENCED;
+    return hit ? CV_STORE_OK : lost_lease(P(s), id, attempt);
 }
 
 static int pg_job_orphan(struct cv_store *s, const char *owner, int64_t *n) {
     struct params p = {0};
     p_text(&p, owner);
-    PGresult *r = NULL;
-    int st = run(P(s), P_ORPHAN, &p, &r, "orphan");
+    int st = run_count(P(s), P_ORPHAN, &p, "orphan", n);
     if (st != CV_STORE_OK)
         return st;
-    *n = PQntuples(r);
-    PQclear(r);
     if (*n > 0)
         cv__store_notify(s, CV_STORE_NOTE_QUEUED, NULL, -1);
     return CV_STORE_OK;
@@ -827,16 +876,12 @@ static int pg_job_release(struct cv_store *s, const char *id, int32_t attempt) {
     struct params p = {0};
     p_text(&p, id);
     p_i64(&p, attempt);
-    PGresult *r = NULL;
-    int st = run(P(s), P_RELEASE, &p, &r, "release");
+    int64_t hit;
+    int st = run_count(P(s), P_RELEASE, &p, "release", &hit);
     if (st != CV_STORE_OK)
         return st;
-    bool hit = PQntuples(r) > 0;
-    PQclear(r);
-    if (!hit) {
-        st = why_not(P(s), id, attempt, -2);
-        return st == CV_STORE_NOT_FOUND || st == CV_STORE_UNAVAILABLE ? st : CV_STORE_FENCED;
-    }
+    if (hit == 0)
+        return lost_lease(P(s), id, attempt);
     cv__store_notify(s, CV_STORE_NOTE_QUEUED, id, -1);
     return CV_STORE_OK;
 }
@@ -867,13 +912,11 @@ static int finish_stmt(struct cv_store *s, const char *id, int32_t attempt,
         p_i64(&p, f->events[f->n_events - 1].seq);
     else
         p_null(&p);
-    PGresult *r = NULL;
-    int st = run(P(s), P_FINISH, &p, &r, "finish");
+    int64_t rows;
+    int st = run_count(P(s), P_FINISH, &p, "finish", &rows);
     free(seqs);
     free(bodies);
-    if (st == CV_STORE_OK)
-        *hit = PQntuples(r) > 0;
-    PQclear(r);
+    *hit = rows > 0;
     return st;
 }
 
@@ -910,25 +953,19 @@ static int pg_job_cancel(struct cv_store *s, const char *id,
         }
         struct params p = {0};
         p_text(&p, id);
-        PGresult *r = NULL;
-        st = run(P(s), P_CANCEL_FLAG, &p, &r, "cancel");
+        int64_t flagged;
+        st = run_count(P(s), P_CANCEL_FLAG, &p, "cancel", &flagged);
         if (st != CV_STORE_OK)
             return st;
-        hit = PQntuples(r) > 0;
-        PQclear(r);
-        if (hit) {
+        if (flagged > 0) {
             *status_after = CV_STORE_JOB_RUNNING;
             cv__store_notify(s, CV_STORE_NOTE_CANCEL, id, -1);
             return CV_STORE_OK;
         }
-        r = NULL;
-        st = run(P(s), P_JOB_STATE, &p, &r, "job state");
+        PGresult *r = NULL;
+        st = run_one(P(s), P_JOB_STATE, &p, "job state", "no such job", &r);
         if (st != CV_STORE_OK)
             return st;
-        if (PQntuples(r) == 0) {
-            PQclear(r);
-            return cv__store_fail(CV_STORE_NOT_FOUND, "no such job");
-        }
         int status = (int)v_i64(r, 0, 1);
         PQclear(r);
         if (cv_store_job_status_terminal(status)) {
@@ -942,12 +979,10 @@ static int pg_job_cancel(struct cv_store *s, const char *id,
 static int pg_job_delete(struct cv_store *s, const char *id) {
     struct params p = {0};
     p_text(&p, id);
-    PGresult *r = NULL;
-    int st = run(P(s), P_JOB_DELETE, &p, &r, "DELETE job");
+    int64_t n = 0;
+    int st = run_i64(P(s), P_JOB_DELETE, &p, "DELETE job", &n);
     if (st != CV_STORE_OK)
         return st;
-    int64_t n = v_i64(r, 0, 0);
-    PQclear(r);
     return n > 0 ? CV_STORE_OK : cv__store_fail(CV_STORE_NOT_FOUND, "no such job");
 }
 
@@ -1091,25 +1126,15 @@ static int pg_events_read(struct cv_store *s, const char *id, int64_t after_seq,
     else
         p_null(&p);
     PGresult *r = NULL;
-    int st = run(P(s), P_EV_READ, &p, &r, "SELECT events");
-    if (st != CV_STORE_OK)
-        return st;
-    int rows = PQntuples(r);
-    if (rows == 0) {
+    struct cv_store_event *a = NULL;
+    int st = run_one(P(s), P_EV_READ, &p, "SELECT events", "no such job", &r);
+    if (st == CV_STORE_OK && PQgetisnull(r, 0, 0)) { /* the job, with no events after_seq */
         PQclear(r);
-        struct params q = {0};
-        p_text(&q, id);
-        st = run(P(s), P_JOB_STATE, &q, &r, "job state");
-        if (st == CV_STORE_OK && PQntuples(r) == 0)
-            st = cv__store_fail(CV_STORE_NOT_FOUND, "no such job");
-        PQclear(r);
-        return st;
+        return CV_STORE_OK;
     }
-    struct cv_store_event *a = calloc((size_t)rows, sizeof *a);
-    if (a == NULL) {
-        PQclear(r);
-        return CV_STORE_NOMEM;
-    }
+    int rows;
+    if (st != CV_STORE_OK || (st = rows_array(r, sizeof *a, (void **)&a, &rows)) != CV_STORE_OK)
+        return st;
     for (int i = 0; i < rows; i++) {
         a[i].seq = v_i64(r, i, 0);
         a[i].attempt = (int32_t)v_i64(r, i, 1);
@@ -1135,13 +1160,9 @@ static int pg_checkpoint_get(struct cv_store *s, const char *id, int32_t *step, 
     struct params p = {0};
     p_text(&p, id);
     PGresult *r = NULL;
-    int st = run(P(s), P_CKPT_GET, &p, &r, "SELECT checkpoint");
+    int st = run_one(P(s), P_CKPT_GET, &p, "SELECT checkpoint", "no checkpoint", &r);
     if (st != CV_STORE_OK)
         return st;
-    if (PQntuples(r) == 0) {
-        PQclear(r);
-        return cv__store_fail(CV_STORE_NOT_FOUND, "no checkpoint");
-    }
     *step = (int32_t)v_i64(r, 0, 0);
     *attempt = (int32_t)v_i64(r, 0, 1);
     st = v_bytea(r, 0, 2, blob, len) ? CV_STORE_OK : CV_STORE_NOMEM;
@@ -1157,11 +1178,9 @@ static int pg_retain(struct cv_store *s, int64_t keep, int64_t max_age_ms, int b
     p_i64(&p, max_age_ms);
     p_i64(&p, keep);
     p_i64(&p, batch);
-    PGresult *r = NULL;
-    int st = run(P(s), P_RETAIN, &p, &r, "retention");
-    if (st == CV_STORE_OK)
-        *deleted = (int)v_i64(r, 0, 0);
-    PQclear(r);
+    int64_t n = 0;
+    int st = run_i64(P(s), P_RETAIN, &p, "retention", &n);
+    *deleted = (int)n;
     return st;
 }
 
@@ -1171,25 +1190,18 @@ static int pg_kernel_put(struct cv_store *s, const char *name, const unsigned ch
     p_text(&p, name);
     p_text(&p, meta_json);
     p_bytes(&p, blob, len);
-    PGresult *r = NULL;
-    int st = run(P(s), replace ? P_K_PUT : P_K_INSERT, &p, &r, "put kernel");
-    if (st == CV_STORE_OK && PQntuples(r) == 0)
-        st = CV_STORE_EXISTS;
-    PQclear(r);
-    return st;
+    int64_t rows;
+    int st = run_count(P(s), replace ? P_K_PUT : P_K_INSERT, &p, "put kernel", &rows);
+    return st == CV_STORE_OK && rows == 0 ? CV_STORE_EXISTS : st;
 }
 
 static int pg_kernel_get(struct cv_store *s, const char *name, struct cv_store_kernel *out) {
     struct params p = {0};
     p_text(&p, name);
     PGresult *r = NULL;
-    int st = run(P(s), P_K_GET, &p, &r, "SELECT kernel");
+    int st = run_one(P(s), P_K_GET, &p, "SELECT kernel", "no such kernel", &r);
     if (st != CV_STORE_OK)
         return st;
-    if (PQntuples(r) == 0) {
-        PQclear(r);
-        return cv__store_fail(CV_STORE_NOT_FOUND, "no such kernel");
-    }
     snprintf(out->name, sizeof out->name, "%s", PQgetvalue(r, 0, 0));
     out->created_ms = v_i64(r, 0, 1);
     st = v_dup(r, 0, 2, &out->meta_json) && v_bytea(r, 0, 3, &out->blob, &out->len)
@@ -1204,19 +1216,11 @@ static int pg_kernel_get(struct cv_store *s, const char *name, struct cv_store_k
 static int pg_kernel_list(struct cv_store *s, struct cv_store_kernel **out, size_t *n) {
     struct params p = {0};
     PGresult *r = NULL;
-    int st = run(P(s), P_K_LIST, &p, &r, "SELECT kernels");
+    struct cv_store_kernel *a;
+    int rows;
+    int st = run_list(P(s), P_K_LIST, &p, "SELECT kernels", &r, sizeof *a, (void **)&a, &rows);
     if (st != CV_STORE_OK)
         return st;
-    int rows = PQntuples(r);
-    if (rows == 0) {
-        PQclear(r);
-        return CV_STORE_OK;
-    }
-    struct cv_store_kernel *a = calloc((size_t)rows, sizeof *a);
-    if (a == NULL) {
-        PQclear(r);
-        return CV_STORE_NOMEM;
-    }
     for (int i = 0; i < rows; i++) {
         snprintf(a[i].name, sizeof a[i].name, "%s", PQgetvalue(r, i, 0));
         a[i].created_ms = v_i64(r, i, 1);
@@ -1235,12 +1239,10 @@ static int pg_kernel_list(struct cv_store *s, struct cv_store_kernel **out, size
 static int pg_kernel_delete(struct cv_store *s, const char *name) {
     struct params p = {0};
     p_text(&p, name);
-    PGresult *r = NULL;
-    int st = run(P(s), P_K_DELETE, &p, &r, "DELETE kernel");
-    if (st == CV_STORE_OK && PQntuples(r) == 0)
-        st = cv__store_fail(CV_STORE_NOT_FOUND, "no such kernel");
-    PQclear(r);
-    return st;
+    int64_t rows;
+    int st = run_count(P(s), P_K_DELETE, &p, "DELETE kernel", &rows);
+    return st == CV_STORE_OK && rows == 0 ? cv__store_fail(CV_STORE_NOT_FOUND, "no such kernel")
+                                          : st;
 }
 
 static const struct cv_store_ops pg_ops = {
@@ -1252,6 +1254,7 @@ static const struct cv_store_ops pg_ops = {
     .job_list = pg_job_list,
     .job_count = pg_job_count,
     .job_claim = pg_job_claim,
+    .job_claim_many = pg_job_claim_many,
     .job_renew = pg_job_renew,
     .job_orphan = pg_job_orphan,
     .job_release = pg_job_release,
@@ -1300,8 +1303,9 @@ static void deliver(struct pstore *ps, const char *payload) {
                                             : 0;
     if (note == 0)
         return;
+    /* own notes were filtered out (own_pid) and go to the listener directly */
     cv__store_notify(&ps->base, note, idlen ? idbuf : NULL,
-                     note == CV_STORE_NOTE_EVENTS ? seq : -1);
+                     note == CV_STORE_NOTE_EVENTS ? seq : CV_STORE_SEQ_ELSEWHERE);
 }
 
 static void sleep_ms(int ms) {

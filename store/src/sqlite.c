@@ -216,6 +216,14 @@ static sqlite3_stmt *get_stmt(struct conn *c, enum stmt_id id, int *rc) {
     return c->st[id];
 }
 
+/* Prepares (once) and resets statement id on c. Returns a store status; *q is the statement on
+ * success (borrowed from c). */
+static int prepare(struct conn *c, enum stmt_id id, sqlite3_stmt **q) {
+    int rc;
+    *q = get_stmt(c, id, &rc);
+    return *q != NULL ? CV_STORE_OK : fail_db(c->db, rc, "prepare");
+}
+
 static void conn_close(struct conn *c) {
     for (int i = 0; i < S_COUNT; i++)
         sqlite3_finalize(c->st[i]);
@@ -272,6 +280,22 @@ static void reader_give(struct sstore *ss, struct conn *c) {
     pthread_mutex_unlock(&ss->rmu);
 }
 
+/* Takes a reader connection and prepares statement id on it. On success the caller binds and
+ * steps *q, then calls reader_end; on failure the reader is already given back. */
+static int reader_begin(struct sstore *ss, enum stmt_id id, struct conn **c, sqlite3_stmt **q) {
+    *c = reader_take(ss);
+    int st = prepare(*c, id, q);
+    if (st != CV_STORE_OK)
+        reader_give(ss, *c);
+    return st;
+}
+
+/* Resets q and gives its reader connection c back. */
+static void reader_end(struct sstore *ss, struct conn *c, sqlite3_stmt *q) {
+    sqlite3_reset(q);
+    reader_give(ss, c);
+}
+
 /* ---- transactions on the writer ------------------------------------------------------------- */
 
 static int exec_stmt(struct conn *c, enum stmt_id id) {
@@ -314,6 +338,27 @@ static int wend(struct sstore *ss, int st) {
     return st;
 }
 
+/* wbegin, then prepares statement id on the writer. On failure the transaction is rolled back
+ * and wmu released; on success the caller binds and steps *q and ends with wend. */
+static int wbegin_stmt(struct sstore *ss, enum stmt_id id, sqlite3_stmt **q) {
+    int st = wbegin(ss);
+    if (st == CV_STORE_OK && (st = prepare(&ss->writer, id, q)) != CV_STORE_OK)
+        st = wend(ss, st);
+    return st;
+}
+
+/* Steps q to its first row. Returns OK on a row (its columns are readable until q is reset);
+ * NOT_FOUND with the message not_found when there is none (with not_found NULL, no row is a
+ * database error); else the mapped error, with what in the message. */
+static int step_row(struct conn *c, sqlite3_stmt *q, const char *not_found, const char *what) {
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW)
+        return CV_STORE_OK;
+    if (rc == SQLITE_DONE && not_found != NULL)
+        return cv__store_fail(CV_STORE_NOT_FOUND, "%s", not_found);
+    return fail_db(c->db, rc, what);
+}
+
 /* Runs a prepared write statement to completion. */
 static int step_done(struct conn *c, sqlite3_stmt *st, const char *what) {
     int rc = sqlite3_step(st);
@@ -326,12 +371,12 @@ static int step_done(struct conn *c, sqlite3_stmt *st, const char *what) {
     return CV_STORE_OK;
 }
 
+/* prepare, returning its failure from the calling function. */
 #define PREP(c, id, out)                                                                           \
     do {                                                                                           \
-        int rc_;                                                                                   \
-        (out) = get_stmt((c), (id), &rc_);                                                         \
-        if ((out) == NULL)                                                                         \
-            return fail_db((c)->db, rc_, "prepare");                                               \
+        int st_ = prepare((c), (id), &(out));                                                      \
+        if (st_ != CV_STORE_OK)                                                                    \
+            return st_;                                                                            \
     } while (0)
 
 static void bind_text_or_null(sqlite3_stmt *st, int i, const char *s) {
@@ -350,6 +395,19 @@ static void bind_real_or_null(sqlite3_stmt *st, int i, double v) {
 
 static double column_real_or_nan(sqlite3_stmt *st, int i) {
     return sqlite3_column_type(st, i) == SQLITE_NULL ? NAN : sqlite3_column_double(st, i);
+}
+
+/* Makes room for element count in the array a of *cap elements of size bytes, doubling the
+ * capacity from first. Returns the array (a, or its reallocation, *cap updated), or NULL when out
+ * of memory: a is then unchanged and still the caller's. */
+static void *grow(void *a, size_t *cap, size_t count, size_t size, size_t first) {
+    if (count < *cap)
+        return a;
+    size_t ncap = *cap ? 2 * *cap : first;
+    void *b = realloc(a, ncap * size);
+    if (b != NULL)
+        *cap = ncap;
+    return b;
 }
 
 /* ---- row decoding ---------------------------------------------------------------------------- */
@@ -429,18 +487,22 @@ static int job_state(struct conn *c, const char *id, int32_t *attempt, int *stat
     sqlite3_stmt *st;
     PREP(c, S_JOB_STATE, st);
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
+    int s = step_row(c, st, "no such job", "job state");
+    if (s == CV_STORE_OK) {
         *attempt = sqlite3_column_int(st, 0);
         *status = sqlite3_column_int(st, 1);
         *last_seq = sqlite3_column_int64(st, 2);
-        sqlite3_reset(st);
-        return CV_STORE_OK;
     }
     sqlite3_reset(st);
-    if (rc == SQLITE_DONE)
-        return cv__store_fail(CV_STORE_NOT_FOUND, "no such job");
-    return fail_db(c->db, rc, "job state");
+    return s;
+}
+
+/* OK when job id exists, NOT_FOUND ("no such job") when it does not. */
+static int job_exists(struct conn *c, const char *id) {
+    int32_t attempt;
+    int status;
+    int64_t last_seq;
+    return job_state(c, id, &attempt, &status, &last_seq);
 }
 
 static int insert_events(struct conn *c, const char *id, int64_t last_seq,
@@ -468,11 +530,24 @@ static int insert_events(struct conn *c, const char *id, int64_t last_seq,
     return step_done(c, ls, "UPDATE last_seq");
 }
 
-static int delete_by_id(struct conn *c, enum stmt_id id_stmt, const char *id, const char *what) {
+/* Runs a write statement whose only parameter is a job id or kernel name. */
+static int run_by_id(struct conn *c, enum stmt_id id_stmt, const char *id, const char *what) {
     sqlite3_stmt *st;
     PREP(c, id_stmt, st);
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     return step_done(c, st, what);
+}
+
+/* Deletes job id with its events and checkpoint; NOT_FOUND when there is no such job. */
+static int delete_job(struct conn *c, const char *id) {
+    int st = run_by_id(c, S_JOB_DELETE, id, "DELETE job");
+    if (st == CV_STORE_OK && sqlite3_changes(c->db) == 0)
+        st = cv__store_fail(CV_STORE_NOT_FOUND, "no such job");
+    if (st == CV_STORE_OK)
+        st = run_by_id(c, S_EV_DELETE, id, "DELETE events");
+    if (st == CV_STORE_OK)
+        st = run_by_id(c, S_CKPT_DELETE, id, "DELETE checkpoint");
+    return st;
 }
 
 static int finish_tx(struct conn *c, const char *id, int64_t last_seq, int32_t attempt,
@@ -497,7 +572,7 @@ static int finish_tx(struct conn *c, const char *id, int64_t last_seq, int32_t a
     s = step_done(c, st, "UPDATE jobs (finish)");
     if (s != CV_STORE_OK)
         return s;
-    return delete_by_id(c, S_CKPT_DELETE, id, "DELETE checkpoint");
+    return run_by_id(c, S_CKPT_DELETE, id, "DELETE checkpoint");
 }
 
 /* ---- ops ------------------------------------------------------------------------------------ */
@@ -554,15 +629,11 @@ static int s_job_insert(struct cv_store *s, const struct cv_store_job *j,
     struct sstore *ss = S(s);
     int64_t now = cv__store_now_ms();
     bool running = j->status == CV_STORE_JOB_RUNNING;
-    int st = wbegin(ss);
+    sqlite3_stmt *q;
+    int st = wbegin_stmt(ss, S_JOB_INSERT, &q);
     if (st != CV_STORE_OK)
         return st;
     struct conn *c = &ss->writer;
-    sqlite3_stmt *q;
-    int rc;
-    q = get_stmt(c, S_JOB_INSERT, &rc);
-    if (q == NULL)
-        return wend(ss, fail_db(c->db, rc, "prepare"));
     sqlite3_bind_text(q, 1, j->id, -1, SQLITE_STATIC);
     sqlite3_bind_int(q, 2, j->kind);
     sqlite3_bind_int(q, 3, j->status);
@@ -594,23 +665,16 @@ static int s_job_insert(struct cv_store *s, const struct cv_store_job *j,
 
 static int s_job_get(struct cv_store *s, const char *id, unsigned flags, struct cv_store_job *out) {
     struct sstore *ss = S(s);
-    struct conn *c = reader_take(ss);
-    int rc, st;
-    sqlite3_stmt *q = get_stmt(c, S_JOB_GET, &rc);
-    if (q == NULL) {
-        st = fail_db(c->db, rc, "prepare");
-    } else {
-        sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
-        rc = sqlite3_step(q);
-        if (rc == SQLITE_ROW)
-            st = read_job(q, flags, out);
-        else if (rc == SQLITE_DONE)
-            st = cv__store_fail(CV_STORE_NOT_FOUND, "no such job");
-        else
-            st = fail_db(c->db, rc, "SELECT job");
-        sqlite3_reset(q);
-    }
-    reader_give(ss, c);
+    struct conn *c;
+    sqlite3_stmt *q;
+    int st = reader_begin(ss, S_JOB_GET, &c, &q);
+    if (st != CV_STORE_OK)
+        return st;
+    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+    st = step_row(c, q, "no such job", "SELECT job");
+    if (st == CV_STORE_OK)
+        st = read_job(q, flags, out);
+    reader_end(ss, c, q);
     return st;
 }
 
@@ -620,29 +684,28 @@ static int s_job_list(struct cv_store *s, const struct cv_store_query *qq,
     struct cv_store_job *a = calloc(qq->limit, sizeof *a);
     if (a == NULL)
         return CV_STORE_NOMEM;
-    struct conn *c = reader_take(ss);
-    int rc, st = CV_STORE_OK;
+    struct conn *c;
+    sqlite3_stmt *q;
     size_t count = 0;
-    sqlite3_stmt *q = get_stmt(c, S_JOB_LIST, &rc);
-    if (q == NULL) {
-        st = fail_db(c->db, rc, "prepare");
-    } else {
-        sqlite3_bind_int(q, 1, qq->status);
-        bind_text_or_null(q, 2, qq->name);
-        bind_text_or_null(q, 3, qq->label_key);
-        bind_text_or_null(q, 4, qq->label_value);
-        bind_text_or_null(q, 5, qq->before_id);
-        sqlite3_bind_int64(q, 6, (sqlite3_int64)qq->limit);
-        while (st == CV_STORE_OK && count < qq->limit && (rc = sqlite3_step(q)) == SQLITE_ROW) {
-            st = read_job(q, CV_STORE_LOAD_ROW, &a[count]);
-            if (st == CV_STORE_OK)
-                count++;
-        }
-        if (st == CV_STORE_OK && rc != SQLITE_DONE && rc != SQLITE_ROW)
-            st = fail_db(c->db, rc, "SELECT jobs");
-        sqlite3_reset(q);
+    int rc = SQLITE_DONE, st = reader_begin(ss, S_JOB_LIST, &c, &q);
+    if (st != CV_STORE_OK) {
+        free(a);
+        return st;
     }
-    reader_give(ss, c);
+    sqlite3_bind_int(q, 1, qq->status);
+    bind_text_or_null(q, 2, qq->name);
+    bind_text_or_null(q, 3, qq->label_key);
+    bind_text_or_null(q, 4, qq->label_value);
+    bind_text_or_null(q, 5, qq->before_id);
+    sqlite3_bind_int64(q, 6, (sqlite3_int64)qq->limit);
+    while (st == CV_STORE_OK && count < qq->limit && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+        st = read_job(q, CV_STORE_LOAD_ROW, &a[count]);
+        if (st == CV_STORE_OK)
+            count++;
+    }
+    if (st == CV_STORE_OK && rc != SQLITE_DONE && rc != SQLITE_ROW)
+        st = fail_db(c->db, rc, "SELECT jobs");
+    reader_end(ss, c, q);
     if (st != CV_STORE_OK || count == 0) {
         cv_store_jobs_free(a, count);
         return st;
@@ -654,21 +717,16 @@ static int s_job_list(struct cv_store *s, const struct cv_store_query *qq,
 
 static int s_job_count(struct cv_store *s, int status, int64_t *n) {
     struct sstore *ss = S(s);
-    struct conn *c = reader_take(ss);
-    int rc, st = CV_STORE_OK;
-    sqlite3_stmt *q = get_stmt(c, S_JOB_COUNT, &rc);
-    if (q == NULL) {
-        st = fail_db(c->db, rc, "prepare");
-    } else {
-        sqlite3_bind_int(q, 1, status);
-        rc = sqlite3_step(q);
-        if (rc == SQLITE_ROW)
-            *n = sqlite3_column_int64(q, 0);
-        else
-            st = fail_db(c->db, rc, "count");
-        sqlite3_reset(q);
-    }
-    reader_give(ss, c);
+    struct conn *c;
+    sqlite3_stmt *q;
+    int st = reader_begin(ss, S_JOB_COUNT, &c, &q);
+    if (st != CV_STORE_OK)
+        return st;
+    sqlite3_bind_int(q, 1, status);
+    st = step_row(c, q, NULL, "count");
+    if (st == CV_STORE_OK)
+        *n = sqlite3_column_int64(q, 0);
+    reader_end(ss, c, q);
     return st;
 }
 
@@ -721,19 +779,16 @@ static int s_job_claim(struct cv_store *s, const char *owner, int64_t lease_ms,
 static int s_job_renew(struct cv_store *s, const char *id, int32_t attempt, const char *owner,
                        int64_t lease_ms, bool *cancel_requested) {
     struct sstore *ss = S(s);
-    int st = wbegin(ss);
+    sqlite3_stmt *q;
+    int st = wbegin_stmt(ss, S_RENEW, &q);
     if (st != CV_STORE_OK)
         return st;
     struct conn *c = &ss->writer;
-    int rc;
-    sqlite3_stmt *q = get_stmt(c, S_RENEW, &rc);
-    if (q == NULL)
-        return wend(ss, fail_db(c->db, rc, "prepare"));
     sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
     sqlite3_bind_int(q, 2, attempt);
     sqlite3_bind_text(q, 3, owner, -1, SQLITE_STATIC);
     sqlite3_bind_int64(q, 4, cv__store_now_ms() + lease_ms);
-    rc = sqlite3_step(q);
+    int rc = sqlite3_step(q);
     bool hit = rc == SQLITE_ROW;
     if (hit)
         *cancel_requested = sqlite3_column_int(q, 0) != 0;
@@ -743,10 +798,7 @@ static int s_job_renew(struct cv_store *s, const char *id, int32_t attempt, cons
     if (rc != SQLITE_DONE)
         return wend(ss, fail_db(c->db, rc, "renew"));
     if (!hit) {
-        int32_t a;
-        int status;
-        int64_t ls;
-        st = job_state(c, id, &a, &status, &ls);
+        st = job_exists(c, id);
         wend(ss, CV_STORE_OK);
         return st == CV_STORE_OK ? CV_STORE_FENCED : st;
     }
@@ -755,14 +807,11 @@ static int s_job_renew(struct cv_store *s, const char *id, int32_t attempt, cons
 
 static int s_job_orphan(struct cv_store *s, const char *owner, int64_t *n) {
     struct sstore *ss = S(s);
-    int st = wbegin(ss);
+    sqlite3_stmt *q;
+    int st = wbegin_stmt(ss, S_ORPHAN, &q);
     if (st != CV_STORE_OK)
         return st;
     struct conn *c = &ss->writer;
-    int rc;
-    sqlite3_stmt *q = get_stmt(c, S_ORPHAN, &rc);
-    if (q == NULL)
-        return wend(ss, fail_db(c->db, rc, "prepare"));
     bind_text_or_null(q, 1, owner);
     st = step_done(c, q, "orphan");
     *n = st == CV_STORE_OK ? sqlite3_changes(c->db) : 0;
@@ -774,22 +823,16 @@ static int s_job_orphan(struct cv_store *s, const char *owner, int64_t *n) {
 
 static int s_job_release(struct cv_store *s, const char *id, int32_t attempt) {
     struct sstore *ss = S(s);
-    int st = wbegin(ss);
+    sqlite3_stmt *q;
+    int st = wbegin_stmt(ss, S_RELEASE, &q);
     if (st != CV_STORE_OK)
         return st;
     struct conn *c = &ss->writer;
-    int rc;
-    sqlite3_stmt *q = get_stmt(c, S_RELEASE, &rc);
-    if (q == NULL)
-        return wend(ss, fail_db(c->db, rc, "prepare"));
     sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
     sqlite3_bind_int(q, 2, attempt);
     st = step_done(c, q, "release");
     if (st == CV_STORE_OK && sqlite3_changes(c->db) == 0) {
-        int32_t a;
-        int status;
-        int64_t ls;
-        st = job_state(c, id, &a, &status, &ls);
+        st = job_exists(c, id);
         if (st == CV_STORE_OK)
             st = CV_STORE_FENCED;
     }
@@ -841,13 +884,7 @@ static int s_job_cancel(struct cv_store *s, const char *id, const struct cv_stor
         status = CV_STORE_JOB_CANCELLED;
         note = CV_STORE_NOTE_STATE;
     } else if (st == CV_STORE_OK && status == CV_STORE_JOB_RUNNING) {
-        int rc;
-        sqlite3_stmt *q = get_stmt(c, S_CANCEL_FLAG, &rc);
-        st = q ? CV_STORE_OK : fail_db(c->db, rc, "prepare");
-        if (q != NULL) {
-            sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
-            st = step_done(c, q, "cancel");
-        }
+        st = run_by_id(c, S_CANCEL_FLAG, id, "cancel");
     }
     st = wend(ss, st);
     if (st == CV_STORE_OK) {
@@ -862,15 +899,7 @@ static int s_job_delete(struct cv_store *s, const char *id) {
     int st = wbegin(ss);
     if (st != CV_STORE_OK)
         return st;
-    struct conn *c = &ss->writer;
-    st = delete_by_id(c, S_JOB_DELETE, id, "DELETE job");
-    if (st == CV_STORE_OK && sqlite3_changes(c->db) == 0)
-        st = cv__store_fail(CV_STORE_NOT_FOUND, "no such job");
-    if (st == CV_STORE_OK)
-        st = delete_by_id(c, S_EV_DELETE, id, "DELETE events");
-    if (st == CV_STORE_OK)
-        st = delete_by_id(c, S_CKPT_DELETE, id, "DELETE checkpoint");
-    return wend(ss, st);
+    return wend(ss, delete_job(&ss->writer, id));
 }
 
 /* One item of a group commit. A failed item that is the store's fault fails the whole
@@ -940,60 +969,42 @@ static int s_append(struct cv_store *s, struct cv_store_append *items, size_t n)
 static int s_events_read(struct cv_store *s, const char *id, int64_t after_seq, size_t max,
                          struct cv_store_event **out, size_t *n) {
     struct sstore *ss = S(s);
-    struct conn *c = reader_take(ss);
-    int rc, st = CV_STORE_OK;
+    struct conn *c;
+    sqlite3_stmt *q;
     size_t count = 0, cap = 0;
     struct cv_store_event *a = NULL;
-    sqlite3_stmt *q = get_stmt(c, S_EV_READ, &rc);
-    if (q == NULL) {
-        st = fail_db(c->db, rc, "prepare");
-    } else {
-        sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(q, 2, after_seq);
-        sqlite3_bind_int64(q, 3, max > 0 ? (sqlite3_int64)max : -1);
-        while (st == CV_STORE_OK && (rc = sqlite3_step(q)) == SQLITE_ROW) {
-            if (count == cap) {
-                size_t ncap = cap ? 2 * cap : 64;
-                struct cv_store_event *b = realloc(a, ncap * sizeof *b);
-                if (b == NULL) {
-                    st = CV_STORE_NOMEM;
-                    break;
-                }
-                a = b;
-                cap = ncap;
-            }
-            struct cv_store_event *e = &a[count];
-            e->seq = sqlite3_column_int64(q, 0);
-            e->attempt = sqlite3_column_int(q, 1);
-            const void *body = sqlite3_column_text(q, 2);
-            e->len = (size_t)sqlite3_column_bytes(q, 2);
-            bool ok = true;
-            e->body = cv__store_memdup(body, e->len, &ok);
-            if (ok && e->body == NULL)
-                e->body = strdup("");
-            if (e->body == NULL)
-                st = CV_STORE_NOMEM;
-            else
-                count++;
+    int rc = SQLITE_OK, st = reader_begin(ss, S_EV_READ, &c, &q);
+    if (st != CV_STORE_OK)
+        return st;
+    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 2, after_seq);
+    sqlite3_bind_int64(q, 3, max > 0 ? (sqlite3_int64)max : -1);
+    while (st == CV_STORE_OK && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+        struct cv_store_event *b = grow(a, &cap, count, sizeof *a, 64);
+        if (b == NULL) {
+            st = CV_STORE_NOMEM;
+            break;
         }
-        if (st == CV_STORE_OK && rc != SQLITE_DONE)
-            st = fail_db(c->db, rc, "SELECT events");
-        sqlite3_reset(q);
-        if (st == CV_STORE_OK && count == 0) { /* no newer events, or no such job? */
-            sqlite3_stmt *g = get_stmt(c, S_JOB_STATE, &rc);
-            if (g == NULL) {
-                st = fail_db(c->db, rc, "prepare");
-            } else {
-                sqlite3_bind_text(g, 1, id, -1, SQLITE_STATIC);
-                rc = sqlite3_step(g);
-                if (rc == SQLITE_DONE)
-                    st = cv__store_fail(CV_STORE_NOT_FOUND, "no such job");
-                else if (rc != SQLITE_ROW)
-                    st = fail_db(c->db, rc, "job state");
-                sqlite3_reset(g);
-            }
-        }
+        a = b;
+        struct cv_store_event *e = &a[count];
+        e->seq = sqlite3_column_int64(q, 0);
+        e->attempt = sqlite3_column_int(q, 1);
+        const void *body = sqlite3_column_text(q, 2);
+        e->len = (size_t)sqlite3_column_bytes(q, 2);
+        bool ok = true;
+        e->body = cv__store_memdup(body, e->len, &ok);
+        if (ok && e->body == NULL)
+            e->body = strdup("");
+        if (e->body == NULL)
+            st = CV_STORE_NOMEM;
+        else
+            count++;
     }
+    if (st == CV_STORE_OK && rc != SQLITE_DONE)
+        st = fail_db(c->db, rc, "SELECT events");
+    sqlite3_reset(q);
+    if (st == CV_STORE_OK && count == 0) /* no newer events, or no such job? */
+        st = job_exists(c, id);
     reader_give(ss, c);
     if (st != CV_STORE_OK || count == 0) {
         cv_store_events_free(a, count);
@@ -1007,62 +1018,46 @@ static int s_events_read(struct cv_store *s, const char *id, int64_t after_seq, 
 static int s_checkpoint_get(struct cv_store *s, const char *id, int32_t *step, int32_t *attempt,
                             unsigned char **blob, size_t *len) {
     struct sstore *ss = S(s);
-    struct conn *c = reader_take(ss);
-    int rc, st;
-    sqlite3_stmt *q = get_stmt(c, S_CKPT_GET, &rc);
-    if (q == NULL) {
-        st = fail_db(c->db, rc, "prepare");
-    } else {
-        sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
-        rc = sqlite3_step(q);
-        if (rc == SQLITE_ROW) {
-            *step = sqlite3_column_int(q, 0);
-            *attempt = sqlite3_column_int(q, 1);
-            st = dup_col_blob(q, 2, blob, len) ? CV_STORE_OK : CV_STORE_NOMEM;
-            if (st == CV_STORE_OK && *blob == NULL)
-                st = cv__store_fail(CV_STORE_NOT_FOUND, "empty checkpoint");
-        } else if (rc == SQLITE_DONE) {
-            st = cv__store_fail(CV_STORE_NOT_FOUND, "no checkpoint");
-        } else {
-            st = fail_db(c->db, rc, "SELECT checkpoint");
-        }
-        sqlite3_reset(q);
+    struct conn *c;
+    sqlite3_stmt *q;
+    int st = reader_begin(ss, S_CKPT_GET, &c, &q);
+    if (st != CV_STORE_OK)
+        return st;
+    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+    st = step_row(c, q, "no checkpoint", "SELECT checkpoint");
+    if (st == CV_STORE_OK) {
+        *step = sqlite3_column_int(q, 0);
+        *attempt = sqlite3_column_int(q, 1);
+        st = dup_col_blob(q, 2, blob, len) ? CV_STORE_OK : CV_STORE_NOMEM;
+        if (st == CV_STORE_OK && *blob == NULL)
+            st = cv__store_fail(CV_STORE_NOT_FOUND, "empty checkpoint");
     }
-    reader_give(ss, c);
+    reader_end(ss, c, q);
     return st;
 }
 
 static int s_retain(struct cv_store *s, int64_t keep, int64_t max_age_ms, int batch, int *deleted) {
     struct sstore *ss = S(s);
-    int st = wbegin(ss);
+    sqlite3_stmt *q;
+    int st = wbegin_stmt(ss, S_RETAIN_PICK, &q);
     if (st != CV_STORE_OK)
         return st;
     struct conn *c = &ss->writer;
     char(*ids)[40] = calloc((size_t)batch, sizeof *ids);
-    int count = 0, rc;
+    int count = 0, rc = SQLITE_OK;
     if (ids == NULL)
         return wend(ss, CV_STORE_NOMEM);
-    sqlite3_stmt *q = get_stmt(c, S_RETAIN_PICK, &rc);
-    if (q == NULL) {
-        st = fail_db(c->db, rc, "prepare");
-    } else {
-        sqlite3_bind_int64(q, 1, max_age_ms);
-        sqlite3_bind_int64(q, 2, cv__store_now_ms() - max_age_ms);
-        sqlite3_bind_int64(q, 3, keep);
-        sqlite3_bind_int(q, 4, batch);
-        while (count < batch && (rc = sqlite3_step(q)) == SQLITE_ROW)
-            copy_col(q, 0, ids[count++], sizeof ids[0]);
-        if (rc != SQLITE_DONE && rc != SQLITE_ROW)
-            st = fail_db(c->db, rc, "retention pick");
-        sqlite3_reset(q);
-    }
-    for (int i = 0; st == CV_STORE_OK && i < count; i++) {
-        st = delete_by_id(c, S_JOB_DELETE, ids[i], "DELETE job");
-        if (st == CV_STORE_OK)
-            st = delete_by_id(c, S_EV_DELETE, ids[i], "DELETE events");
-        if (st == CV_STORE_OK)
-            st = delete_by_id(c, S_CKPT_DELETE, ids[i], "DELETE checkpoint");
-    }
+    sqlite3_bind_int64(q, 1, max_age_ms);
+    sqlite3_bind_int64(q, 2, cv__store_now_ms() - max_age_ms);
+    sqlite3_bind_int64(q, 3, keep);
+    sqlite3_bind_int(q, 4, batch);
+    while (count < batch && (rc = sqlite3_step(q)) == SQLITE_ROW)
+        copy_col(q, 0, ids[count++], sizeof ids[0]);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+        st = fail_db(c->db, rc, "retention pick");
+    sqlite3_reset(q);
+    for (int i = 0; st == CV_STORE_OK && i < count; i++)
+        st = delete_job(c, ids[i]);
     free(ids);
     st = wend(ss, st);
     if (st == CV_STORE_OK)
@@ -1073,14 +1068,11 @@ static int s_retain(struct cv_store *s, int64_t keep, int64_t max_age_ms, int ba
 static int s_kernel_put(struct cv_store *s, const char *name, const unsigned char *blob, size_t len,
                         const char *meta_json, bool replace) {
     struct sstore *ss = S(s);
-    int st = wbegin(ss);
+    sqlite3_stmt *q;
+    int st = wbegin_stmt(ss, replace ? S_K_PUT : S_K_INSERT, &q);
     if (st != CV_STORE_OK)
         return st;
     struct conn *c = &ss->writer;
-    int rc;
-    sqlite3_stmt *q = get_stmt(c, replace ? S_K_PUT : S_K_INSERT, &rc);
-    if (q == NULL)
-        return wend(ss, fail_db(c->db, rc, "prepare"));
     sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
     sqlite3_bind_int64(q, 2, cv__store_now_ms());
     bind_text_or_null(q, 3, meta_json);
@@ -1097,67 +1089,52 @@ static int s_kernel_put(struct cv_store *s, const char *name, const unsigned cha
 
 static int s_kernel_get(struct cv_store *s, const char *name, struct cv_store_kernel *out) {
     struct sstore *ss = S(s);
-    struct conn *c = reader_take(ss);
-    int rc, st;
-    sqlite3_stmt *q = get_stmt(c, S_K_GET, &rc);
-    if (q == NULL) {
-        st = fail_db(c->db, rc, "prepare");
-    } else {
-        sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
-        rc = sqlite3_step(q);
-        if (rc == SQLITE_ROW) {
-            copy_col(q, 0, out->name, sizeof out->name);
-            out->created_ms = sqlite3_column_int64(q, 1);
-            st = dup_col_text(q, 2, &out->meta_json) && dup_col_blob(q, 3, &out->blob, &out->len)
-                     ? CV_STORE_OK
-                     : CV_STORE_NOMEM;
-            if (st != CV_STORE_OK)
-                cv_store_kernel_free(out);
-        } else if (rc == SQLITE_DONE) {
-            st = cv__store_fail(CV_STORE_NOT_FOUND, "no such kernel");
-        } else {
-            st = fail_db(c->db, rc, "SELECT kernel");
+    struct conn *c;
+    sqlite3_stmt *q;
+    int st = reader_begin(ss, S_K_GET, &c, &q);
+    if (st != CV_STORE_OK)
+        return st;
+    sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
+    st = step_row(c, q, "no such kernel", "SELECT kernel");
+    if (st == CV_STORE_OK) {
+        copy_col(q, 0, out->name, sizeof out->name);
+        out->created_ms = sqlite3_column_int64(q, 1);
+        if (!dup_col_text(q, 2, &out->meta_json) || !dup_col_blob(q, 3, &out->blob, &out->len)) {
+            cv_store_kernel_free(out);
+            st = CV_STORE_NOMEM;
         }
-        sqlite3_reset(q);
     }
-    reader_give(ss, c);
+    reader_end(ss, c, q);
     return st;
 }
 
 static int s_kernel_list(struct cv_store *s, struct cv_store_kernel **out, size_t *n) {
     struct sstore *ss = S(s);
-    struct conn *c = reader_take(ss);
-    int rc, st = CV_STORE_OK;
+    struct conn *c;
+    sqlite3_stmt *q;
     size_t count = 0, cap = 0;
     struct cv_store_kernel *a = NULL;
-    sqlite3_stmt *q = get_stmt(c, S_K_LIST, &rc);
-    if (q == NULL) {
-        st = fail_db(c->db, rc, "prepare");
-    } else {
-        while (st == CV_STORE_OK && (rc = sqlite3_step(q)) == SQLITE_ROW) {
-            if (count == cap) {
-                size_t ncap = cap ? 2 * cap : 16;
-                struct cv_store_kernel *b = realloc(a, ncap * sizeof *b);
-                if (b == NULL) {
-                    st = CV_STORE_NOMEM;
-                    break;
-                }
-                a = b;
-                cap = ncap;
-            }
-            memset(&a[count], 0, sizeof a[count]);
-            copy_col(q, 0, a[count].name, sizeof a[count].name);
-            a[count].created_ms = sqlite3_column_int64(q, 1);
-            if (!dup_col_text(q, 2, &a[count].meta_json))
-                st = CV_STORE_NOMEM;
-            else
-                count++;
+    int rc = SQLITE_OK, st = reader_begin(ss, S_K_LIST, &c, &q);
+    if (st != CV_STORE_OK)
+        return st;
+    while (st == CV_STORE_OK && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+        struct cv_store_kernel *b = grow(a, &cap, count, sizeof *a, 16);
+        if (b == NULL) {
+            st = CV_STORE_NOMEM;
+            break;
         }
-        if (st == CV_STORE_OK && rc != SQLITE_DONE)
-            st = fail_db(c->db, rc, "SELECT kernels");
-        sqlite3_reset(q);
+        a = b;
+        memset(&a[count], 0, sizeof a[count]);
+        copy_col(q, 0, a[count].name, sizeof a[count].name);
+        a[count].created_ms = sqlite3_column_int64(q, 1);
+        if (!dup_col_text(q, 2, &a[count].meta_json))
+            st = CV_STORE_NOMEM;
+        else
+            count++;
     }
-    reader_give(ss, c);
+    if (st == CV_STORE_OK && rc != SQLITE_DONE)
+        st = fail_db(c->db, rc, "SELECT kernels");
+    reader_end(ss, c, q);
     if (st != CV_STORE_OK || count == 0) {
         cv_store_kernels_free(a, count);
         return st;
@@ -1173,7 +1150,7 @@ static int s_kernel_delete(struct cv_store *s, const char *name) {
     if (st != CV_STORE_OK)
         return st;
     struct conn *c = &ss->writer;
-    st = delete_by_id(c, S_K_DELETE, name, "DELETE kernel");
+    st = run_by_id(c, S_K_DELETE, name, "DELETE kernel");
     if (st == CV_STORE_OK && sqlite3_changes(c->db) == 0) {
         wend(ss, CV_STORE_OK);
         return cv__store_fail(CV_STORE_NOT_FOUND, "no such kernel");

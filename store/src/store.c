@@ -256,6 +256,24 @@ int cv_store_job_claim(struct cv_store *s, const char *owner, int64_t lease_ms,
     return s->ops->job_claim(s, owner, lease_ms, out);
 }
 
+int cv_store_job_claim_many(struct cv_store *s, const char *owner, int64_t lease_ms, size_t max,
+                            struct cv_store_job *out, size_t *n) {
+    *n = 0;
+    if (max == 0)
+        return INVALID("claim of no job");
+    memset(out, 0, max * sizeof *out);
+    if (owner == NULL || owner[0] == '\0' || strlen(owner) >= 64 || lease_ms <= 0)
+        return INVALID("owner or lease");
+    if (s->ops->job_claim_many != NULL)
+        return s->ops->job_claim_many(s, owner, lease_ms, max, out, n);
+    int st = CV_STORE_OK;
+    while (*n < max && (st = s->ops->job_claim(s, owner, lease_ms, &out[*n])) == CV_STORE_OK)
+        (*n)++;
+    if (st == CV_STORE_NOT_FOUND && *n > 0)
+        st = CV_STORE_OK;
+    return st;
+}
+
 int cv_store_job_renew(struct cv_store *s, const char *id, int32_t attempt, const char *owner,
                        int64_t lease_ms, bool *cancel_requested) {
     *cancel_requested = false;

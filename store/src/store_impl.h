@@ -22,6 +22,10 @@ struct cv_store_ops {
     int (*job_count)(struct cv_store *s, int status, int64_t *n);
     int (*job_claim)(struct cv_store *s, const char *owner, int64_t lease_ms,
                      struct cv_store_job *out);
+    /* Optional (NULL: cv_store_job_claim_many calls job_claim in a loop); max >= 1, out
+     * zeroed, *n = 0 on entry. */
+    int (*job_claim_many)(struct cv_store *s, const char *owner, int64_t lease_ms, size_t max,
+                          struct cv_store_job *out, size_t *n);
     int (*job_renew)(struct cv_store *s, const char *id, int32_t attempt, const char *owner,
                      int64_t lease_ms, bool *cancel_requested);
     int (*job_orphan)(struct cv_store *s, const char *owner, int64_t *n);

@@ -200,8 +200,7 @@ START_TEST(test_max_body_env) {
     cv_fixture_start(NULL, (const char *const[]){"CONVD_MAX_BODY=1000", NULL});
     char *big = padded_body(2000);
     expect_problem("/corr2d", big, 413, "body_too_large", NULL);
-    int st = cv_daemon_stop(&cv_d);
-    ck_assert_msg(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d", st);
+    cv_check_exit_ok(cv_daemon_stop(&cv_d), "on SIGTERM");
     /* ... and a flag overrides it. */
     cv_fixture_start((const char *const[]){"--max-body", "100000", NULL},
                      (const char *const[]){"CONVD_MAX_BODY=1000", NULL});

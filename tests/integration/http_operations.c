@@ -985,13 +985,8 @@ START_TEST(test_sigterm_drain) {
 
     char *body = cv_big_train_body(128, 128, 5, 1000000, "");
     struct cv_stream s = {.on_line = drain_on_line, .arg = &d};
-    ck_assert_msg(cv_stream_post(&cv_d, "/train", NULL, body, 30, &s) == 0,
-                  "the stream broke off after SIGTERM (curl error %d)", s.curl_code);
-    ck_assert_int_eq(s.status, 200);
-    ck_assert_msg(s.partial_len == 0, "the stream ended in the middle of a line");
-    json_t *ev = cv_ndjson_events(&s);
-    json_t *last = json_array_get(ev, json_array_size(ev) - 1);
-    ck_assert_str_eq(cv_str(last, "event"), "done");
+    json_t *ev = cv_train_stream(body, &s, 30);
+    json_t *last = cv_last_event(ev, "done");
     ck_assert_str_eq(cv_str(last, "status"), "cancelled");
     ck_assert_msg(cv_now() - d.t_kill < 5, "the drain took %.1f s with --drain-timeout 1",
                   cv_now() - d.t_kill);
@@ -1013,9 +1008,7 @@ START_TEST(test_sigterm_drain) {
     json_decref(ev);
     cv_stream_free(&s);
     free(body);
-    int st = cv_daemon_wait(&cv_d, CV_STOP_TIMEOUT_S);
-    ck_assert_msg(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
-                  "convd did not exit 0 after SIGTERM (wait status %d)", st);
+    cv_check_exit_ok(cv_daemon_wait(&cv_d, CV_STOP_TIMEOUT_S), "after SIGTERM");
 }
 END_TEST
 
@@ -1048,16 +1041,13 @@ START_TEST(test_drain_lets_jobs_finish) {
     ck_assert_msg(f.rc == 0 && f.s.status == 200, "the reader broke off: curl %d status %ld",
                   f.s.curl_code, f.s.status);
     json_t *ev = cv_ndjson_events(&f.s);
-    json_t *last = json_array_get(ev, json_array_size(ev) - 1);
-    ck_assert_str_eq(cv_str(last, "event"), "done");
+    json_t *last = cv_last_event(ev, "done");
     ck_assert_msg(strcmp(cv_str(last, "status"), "succeeded") == 0,
                   "a job that fits in the drain ended %s", cv_str(last, "status"));
     json_decref(ev);
     cv_stream_free(&f.s);
     free(body);
-    int st = cv_daemon_wait(&cv_d, CV_STOP_TIMEOUT_S);
-    ck_assert_msg(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
-                  "convd did not exit 0 after draining (wait status %d)", st);
+    cv_check_exit_ok(cv_daemon_wait(&cv_d, CV_STOP_TIMEOUT_S), "after draining");
 }
 END_TEST
 

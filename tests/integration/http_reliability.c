@@ -321,8 +321,14 @@ START_TEST(test_last_event_id_range) {
     json_decref(cv_post_job("{\"kind\":\"corr2d\",\"input\":[[1,2],[3,4]],\"kernel\":[[1]]}", id));
     json_decref(cv_wait_job(id, NULL, 60));
     char *path = cv_strdupf("/jobs/%s/events", id);
-    static const char *const bad[] = {"9223372036854775807", "99999999999999999999", "2147483648",
-                                      "-2", "1x"};
+    static const char *const bad[] = {"9223372036854775807",
+                                      "99999999999999999999",
+                                      "2147483648",
+                                      "-2",
+                                      "1x",
+                                      "+1",
+                                      "0x1",
+                                      "1e3"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char header[64];
         snprintf(header, sizeof header, "Last-Event-ID: %s", bad[i]);
@@ -337,6 +343,30 @@ START_TEST(test_last_event_id_range) {
     struct cv_reply r;
     ck_assert_int_eq(cv_request(&cv_d, "GET", path, ok, NULL, 0, 0, &r), 0);
     ck_assert_int_eq(r.status, 204);
+    cv_reply_free(&r);
+    /* An empty Last-Event-ID ("Name;" makes curl send it empty) is no cursor: the whole log. */
+    const char *const empty[] = {"Last-Event-ID;", NULL};
+    ck_assert_int_eq(cv_request(&cv_d, "GET", path, empty, NULL, 0, 0, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"done\""));
+    cv_reply_free(&r);
+    /* Percent-encoded query values are decoded before they are parsed: %2D%31 is "-1" (the
+     * whole log), %2B1 is "+1" (refused like the raw form). */
+    char *q = cv_strdupf("%s?after=%%2D%%31", path);
+    ck_assert_int_eq(cv_request(&cv_d, "GET", q, NULL, NULL, 0, 0, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    cv_reply_free(&r);
+    free(q);
+    q = cv_strdupf("%s?after=%%2B1", path);
+    ck_assert_int_eq(cv_request(&cv_d, "GET", q, NULL, NULL, 0, 0, &r), 0);
+    json_decref(cv_check_problem(&r, 400, "invalid_query", "?after"));
+    cv_reply_free(&r);
+    free(q);
+    ck_assert_int_eq(cv_request(&cv_d, "GET", "/jobs?limit=%31%30", NULL, NULL, 0, 0, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    cv_reply_free(&r);
+    ck_assert_int_eq(cv_request(&cv_d, "GET", "/jobs?limit=1%2E5", NULL, NULL, 0, 0, &r), 0);
+    json_decref(cv_check_problem(&r, 400, "invalid_query", "?limit"));
     cv_reply_free(&r);
     free(path);
 }
@@ -470,8 +500,7 @@ START_TEST(test_corr2d_float_overflow_is_422) {
     char id[64];
     json_decref(
         cv_post_job("{\"kind\":\"corr2d\",\"input\":[[3e38,3e38]],\"kernel\":[[1,1]]}", id));
-    json_t *j = cv_wait_job(id, NULL, 60);
-    ck_assert_str_eq(cv_str(j, "status"), "failed");
+    json_t *j = cv_wait_job(id, "failed", 60);
     ck_assert_str_eq(cv_str(json_object_get(j, "error"), "code"), "non_finite_output");
     json_decref(j);
     /* GET /jobs renders views copied one job at a time (row 12): the error and its detail are

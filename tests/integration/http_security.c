@@ -118,7 +118,7 @@ static void check_token_guard(void) {
     ck_assert_int_eq(cv_stream_post(&cv_d, "/train", good, train, 0, &s), 0);
     ck_assert_msg(s.status == 200, "streamed /train with the token -> %ld", s.status);
     json_t *ev = cv_ndjson_events(&s);
-    ck_assert_str_eq(cv_str(json_array_get(ev, json_array_size(ev) - 1), "event"), "done");
+    cv_last_event(ev, "done");
     json_decref(ev);
     cv_stream_free(&s);
     free(train);

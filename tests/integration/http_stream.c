@@ -188,22 +188,15 @@ START_TEST(test_sigterm_ends_stream) {
                      NULL);
     char *body = cv_big_train_body(128, 128, 5, 1000000, "");
     struct cv_stream s = {.on_line = sigterm_daemon};
-    ck_assert_msg(cv_stream_post(&cv_d, "/train", NULL, body, 30, &s) == 0,
-                  "the stream broke off after SIGTERM (curl error %d)", s.curl_code);
-    ck_assert_int_eq(s.status, 200);
-    ck_assert_msg(s.partial_len == 0, "the stream ended in the middle of a line");
-    json_t *ev = cv_ndjson_events(&s);
-    json_t *last = json_array_get(ev, json_array_size(ev) - 1);
-    ck_assert_str_eq(json_string_value(json_object_get(last, "event")), "done");
+    json_t *ev = cv_train_stream(body, &s, 30);
+    json_t *last = cv_last_event(ev, "done");
     ck_assert_str_eq(json_string_value(json_object_get(last, "status")), "cancelled");
     ck_assert_msg(json_is_array(json_object_get(last, "weight")),
                   "a cancelled run still carries the kernel as it stood");
     json_decref(ev);
     cv_stream_free(&s);
     free(body);
-    int st = cv_daemon_wait(&cv_d, CV_STOP_TIMEOUT_S);
-    ck_assert_msg(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
-                  "convd did not exit 0 after SIGTERM (wait status %d)", st);
+    cv_check_exit_ok(cv_daemon_wait(&cv_d, CV_STOP_TIMEOUT_S), "after SIGTERM");
 }
 END_TEST
 

@@ -35,9 +35,12 @@ void cv_fixture_stop(void) {
     if (cv_d.pid <= 0)
         return; /* the test stopped it itself */
     ck_assert_msg(cv_daemon_alive(&cv_d), "convd died during the test");
-    int st = cv_daemon_stop(&cv_d);
+    cv_check_exit_ok(cv_daemon_stop(&cv_d), "on SIGTERM");
+}
+
+void cv_check_exit_ok(int st, const char *when) {
     ck_assert_msg(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
-                  "convd did not exit 0 on SIGTERM (wait status %d)", st);
+                  "convd did not exit 0 %s (wait status %d)", when, st);
 }
 
 TCase *cv_tcase(const char *name, bool with_default) {
@@ -142,6 +145,23 @@ json_t *cv_ndjson_events(const struct cv_stream *s) {
         json_array_append_new(events, e);
     }
     return events;
+}
+
+json_t *cv_train_stream(const char *body, struct cv_stream *s, long timeout_s) {
+    ck_assert_msg(cv_stream_post(&cv_d, "/train", NULL, body, timeout_s, s) == 0,
+                  "POST /train: the stream broke off (curl error %d)", s->curl_code);
+    ck_assert_int_eq(s->status, 200);
+    ck_assert_msg(s->partial_len == 0, "the stream ended in the middle of a line");
+    return cv_ndjson_events(s);
+}
+
+json_t *cv_last_event(json_t *events, const char *event) {
+    const size_t n = json_array_size(events);
+    ck_assert_msg(n > 0, "no events, expected the last to be \"%s\"", event);
+    json_t *last = json_array_get(events, n - 1);
+    ck_assert_msg(strcmp(cv_str(last, "event"), event) == 0, "the last event is \"%s\", not \"%s\"",
+                  cv_str(last, "event"), event);
+    return last;
 }
 
 char *cv_big_train_body(int h, int w, int k, long steps, const char *extra) {

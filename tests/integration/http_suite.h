@@ -29,6 +29,10 @@ void cv_fixture_start(const char *const *args, const char *const *env);
 void cv_fixture_default(void);
 void cv_fixture_stop(void);
 
+/* Asserts that st, a wait status from cv_daemon_stop or cv_daemon_wait, is an exit with status
+ * 0; when names the moment for the message ("on SIGTERM"). */
+void cv_check_exit_ok(int st, const char *when);
+
 /* A TCase with the generous timeout and the stop teardown; with_default also starts the default
  * daemon before each test. */
 TCase *cv_tcase(const char *name, bool with_default);
@@ -55,6 +59,15 @@ void cv_check_rel(double actual, double expect, double rel, const char *what);
 /* The non-blank lines of an NDJSON stream as a JSON array of objects; fails the test when a
  * line is not a JSON object with a string "event". */
 json_t *cv_ndjson_events(const struct cv_stream *s);
+
+/* POSTs body to /train on cv_d as a stream read into s (whose on_line and arg the caller may set)
+ * within timeout_s (<= 0: the default), asserts that it completed with 200 and whole lines, and
+ * returns its events (cv_ndjson_events; json_decref them, and cv_stream_free s). */
+json_t *cv_train_stream(const char *body, struct cv_stream *s, long timeout_s);
+
+/* The last event of events (an array from cv_ndjson_events; borrowed), asserted to be named
+ * event ("done", "error"). */
+json_t *cv_last_event(json_t *events, const char *event);
 
 /* One SSE event as the reader sees it. */
 struct cv_sse_event {

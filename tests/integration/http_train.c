@@ -31,12 +31,8 @@ static char *seed_body(int steps, const char *extra) {
 static json_t *stream_seed(const char *extra) {
     char *body = seed_body(20, extra);
     struct cv_stream s = {0};
-    ck_assert_msg(cv_stream_post(&cv_d, "/train", NULL, body, 0, &s) == 0, "transfer failed: %d",
-                  s.curl_code);
-    ck_assert_int_eq(s.status, 200);
+    json_t *events = cv_train_stream(body, &s, 0);
     cv_check_media_type(s.content_type, "application/x-ndjson");
-    ck_assert_msg(s.partial_len == 0, "the stream ended in the middle of a line");
-    json_t *events = cv_ndjson_events(&s);
     cv_stream_free(&s);
     free(body);
     return events;
@@ -131,7 +127,7 @@ START_TEST(test_report_every) {
     ck_assert_msg(steps[0] == 5 && steps[1] == 10 && steps[2] == 15 && steps[3] == 20,
                   "reported %d %d %d %d, expected 5 10 15 20", steps[0], steps[1], steps[2],
                   steps[3]);
-    ck_assert_str_eq(event_name(json_array_get(ev, json_array_size(ev) - 1)), "done");
+    cv_last_event(ev, "done");
     json_decref(ev);
 
     /* 20 is no multiple of 3, and the last step is always sent. */
@@ -152,8 +148,7 @@ START_TEST(test_stop_loss) {
     int n = reported_steps(ev, steps, 20);
     ck_assert_msg(n == 9 && steps[8] == 9, "reported %d steps, the last %d; expected 9", n,
                   n ? steps[n - 1] : 0);
-    json_t *done = json_array_get(ev, json_array_size(ev) - 1);
-    ck_assert_str_eq(event_name(done), "done");
+    json_t *done = cv_last_event(ev, "done");
     ck_assert_str_eq(json_string_value(json_object_get(done, "status")), "succeeded");
     ck_assert_int_eq(json_integer_value(json_object_get(done, "steps")), 9);
     ck_assert_msg(cv_num(done, "final_loss") <= 2.0, "final_loss above stop_loss");

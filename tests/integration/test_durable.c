@@ -67,9 +67,7 @@ static void kill9(void) {
 }
 
 static void stop_ok(void) {
-    int st = cv_daemon_stop(&cv_d);
-    ck_assert_msg(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
-                  "convd did not exit 0 on SIGTERM (%d)", st);
+    cv_check_exit_ok(cv_daemon_stop(&cv_d), "on SIGTERM");
 }
 
 /* The latest checkpoint of a job as the database holds it: its step and the attempt that wrote
@@ -244,8 +242,7 @@ static void kill_and_resume(int kills) {
         kill9();
         start(NULL);
     }
-    json_t *j = cv_wait_job(id, NULL, 240);
-    ck_assert_str_eq(cv_str(j, "status"), "succeeded");
+    json_t *j = cv_wait_job(id, "succeeded", 240);
     ck_assert_int_eq((int)cv_num(j, "attempt"), kills + 1);
     json_t *ev = events(id);
     ck_assert_int_eq(count_events(ev, "resumed"), kills);
@@ -261,8 +258,7 @@ static void kill_and_resume(int kills) {
         ck_assert_int_eq((int)cv_num(e, "attempt"), seen + 1);
         ck_assert_msg(cv_num(e, "step") > 0, "resumed from step 0: the checkpoint was not used");
     }
-    json_t *last = json_array_get(ev, json_array_size(ev) - 1);
-    ck_assert_str_eq(cv_str(last, "event"), "done");
+    json_t *last = cv_last_event(ev, "done");
     ck_assert_int_eq((int)cv_num(last, "steps"), 60000);
     json_t *w = result_weight(id);
     check_same_weights(w, ref, "resumed vs uninterrupted weight");
@@ -298,12 +294,10 @@ START_TEST(max_attempts_fails_job) {
     wait_checkpoint(id, 1, 0);
     kill9();
     start((const char *const[]){"--max-attempts", "1", NULL});
-    json_t *j = cv_wait_job(id, NULL, 60);
-    ck_assert_str_eq(cv_str(j, "status"), "failed");
+    json_t *j = cv_wait_job(id, "failed", 60);
     ck_assert_str_eq(cv_str(json_object_get(j, "error"), "code"), "too_many_attempts");
     json_t *ev = events(id);
-    json_t *last = json_array_get(ev, json_array_size(ev) - 1);
-    ck_assert_str_eq(cv_str(last, "event"), "error");
+    json_t *last = cv_last_event(ev, "error");
     ck_assert_str_eq(cv_str(last, "code"), "too_many_attempts");
     json_decref(ev);
     json_decref(j);
@@ -322,8 +316,7 @@ START_TEST(sigterm_past_drain_resumes) {
     stop_ok(); /* drain times out: the job is checkpointed and handed back */
     json_t *j = NULL;
     start(NULL);
-    j = cv_wait_job(id, NULL, 240);
-    ck_assert_str_eq(cv_str(j, "status"), "succeeded");
+    j = cv_wait_job(id, "succeeded", 240);
     ck_assert_int_eq((int)cv_num(j, "attempt"), 2);
     json_t *ev = events(id);
     ck_assert_int_eq(count_events(ev, "resumed"), 1);
@@ -373,8 +366,7 @@ START_TEST(orphaned_train_is_process_lost) {
     cv_stream_free(&c.s);
     free(c.body);
     start(NULL);
-    json_t *j = cv_wait_job(id, NULL, 60);
-    ck_assert_str_eq(cv_str(j, "status"), "cancelled");
+    json_t *j = cv_wait_job(id, "cancelled", 60);
     ck_assert_str_eq(cv_str(json_object_get(j, "error"), "code"), "process_lost");
     json_decref(j);
     stop_ok();
@@ -543,8 +535,7 @@ START_TEST(full_disk_gives_503) {
     }
     char after[64];
     json_decref(cv_post_job(big, after));
-    json_t *j = cv_wait_job(after, NULL, 60);
-    ck_assert_str_eq(cv_str(j, "status"), "succeeded");
+    json_t *j = cv_wait_job(after, "succeeded", 60);
     json_decref(j);
     free(filler);
     free(small);
@@ -579,8 +570,7 @@ START_TEST(finished_jobs_leave_memory_flat) {
     for (int i = 0; i < JOBS; i++)
         json_decref(cv_post_job(body, ids[i]));
     for (int i = 0; i < JOBS; i++) {
-        json_t *j = cv_wait_job(ids[i], NULL, 600);
-        ck_assert_str_eq(cv_str(j, "status"), "succeeded");
+        json_t *j = cv_wait_job(ids[i], "succeeded", 600);
         json_decref(j);
     }
     long kb = rss_kb(cv_d.pid);

@@ -6,6 +6,8 @@
  * - kill -9 of the runner: the other replica resumes from the checkpoint, same final weights;
  * - SIGSTOP of the runner past its lease, then SIGCONT: the new owner's events alone survive;
  * - 300 small jobs posted alternately to both: each runs exactly once;
+ * - SIGTERM of the runner (a rolling update): its waiting job is handed back at once, its
+ *   training is checkpointed and released at the drain timeout; the other replica runs both;
  * - PostgreSQL stopped and started under load: 503 store_unavailable while down, no crash, no
  *   accepted job lost.
  *
@@ -35,18 +37,27 @@ static struct cv_daemon rep[2];
 static const char seed_x[] = "[[1,1,0,0,0,0,1,1],[1,1,0,0,0,0,1,1],[1,1,0,0,0,0,1,1],"
                              "[1,1,0,0,0,0,1,1],[1,1,0,0,0,0,1,1],[1,1,0,0,0,0,1,1]]";
 
-static void start_replica(int i) {
+/* Starts replica i with `workers` workers and the given --drain-timeout (seconds, as text). */
+static void start_replica_with(int i, const char *workers, const char *drain_timeout) {
     /* --job-history: retention must not delete the jobs a test counts */
     const char *args[] = {
-        "--store",       pg.conninfo, "--lease", LEASE,       "--checkpoint-every",
-        "0.2",           "--workers", "2",       "--threads", "1",
-        "--job-history", "100000",    NULL};
+        "--store",       pg.conninfo, "--lease",         LEASE,         "--checkpoint-every",
+        "0.2",           "--workers", workers,           "--threads",   "1",
+        "--job-history", "100000",    "--drain-timeout", drain_timeout, NULL};
     ck_assert_msg(cv_daemon_start(&rep[i], args, NULL) == 0, "replica %d did not start", i);
 }
 
-static void fleet_up(void) {
+static void start_replica(int i) {
+    start_replica_with(i, "2", "25");
+}
+
+static void pg_up(void) {
     memset(rep, 0, sizeof rep);
     ck_assert_msg(cv_pgtest_start(&pg, NULL) == 0, "cannot start PostgreSQL: FAIL (not a skip)");
+}
+
+static void fleet_up(void) {
+    pg_up();
     start_replica(0);
     start_replica(1);
 }
@@ -60,10 +71,9 @@ static void fleet_down(void) {
     cv_pgtest_free(&pg);
 }
 
-/* A deterministic training of `steps` steps (about 0.3 ms each on one thread) on a 256x256 input
- * with a 3x3 kernel. */
-static char *train_body(long steps, int report_every) {
-    int h = 256, w = 256, k = 3;
+/* A deterministic training of `steps` steps on an h x h input with a 3x3 kernel. */
+static char *train_body_sized(int h, long steps, int report_every) {
+    int w = h, k = 3;
     size_t cap = (size_t)h * w * 8 + 256, len = 0;
     char *x = malloc(cap), *y = malloc(cap);
     ck_assert(x && y);
@@ -91,6 +101,12 @@ static char *train_body(long steps, int report_every) {
     free(x);
     free(y);
     return body;
+}
+
+/* The same on 256x256: about 0.07 ms a step on one thread of the development machine, so
+ * 100,000 steps (the --max-steps default) take ~7 s, and 20,000 steps ~1.4 s. */
+static char *train_body(long steps, int report_every) {
+    return train_body_sized(256, steps, report_every);
 }
 
 /* POST /jobs to replica i; returns the job id (malloc'd). A 503 queue_full (this replica holds
@@ -416,6 +432,102 @@ START_TEST(postgres_restart_under_load) {
 }
 END_TEST
 
+/* Waits (bounded) until the daemon has exited, without reaping it, so its log can still be
+ * read. False when it is still running after timeout_s. */
+static bool wait_exited(const struct cv_daemon *d, double timeout_s) {
+    double end = cv_now() + timeout_s;
+    for (;;) {
+        siginfo_t info;
+        memset(&info, 0, sizeof info);
+        if (waitid(P_PID, (id_t)d->pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+            info.si_pid == d->pid)
+            return true;
+        if (cv_now() > end)
+            return false;
+        cv_sleep_ms(20);
+    }
+}
+
+/* Where the log has a line with msg and the job's id (NULL: nowhere). */
+static const char *log_find(const char *log, const char *msg, const char *id) {
+    char *needle = cv_strdupf("\"msg\":\"%s\",\"job\":\"%s\"", msg, id);
+    const char *hit = log != NULL ? strstr(log, needle) : NULL;
+    free(needle);
+    return hit;
+}
+
+/* A rolling update: SIGTERM to the replica that runs a long training, holds a claimed job that
+ * waits for a worker and has accepted a job still queued. Nothing is cancelled: the waiting job
+ * is handed back at once, the training is checkpointed and released when --drain-timeout
+ * passes, the replica exits, and the other replica runs all three; the training resumes from
+ * its checkpoint (attempt 2) and ends with the weights of an uninterrupted run. */
+START_TEST(sigterm_hands_jobs_to_the_fleet) {
+    /* A alone first, so that it and no other replica claims: one worker, drain timeout 1 s */
+    start_replica_with(0, "1", "1");
+    char *tb = train_body(100000, 1000); /* ~7 s here: cannot end within the 1 s drain */
+    char *small = train_body_sized(16, 200, 50);
+    char *t1 = post_job(0, tb);
+    wait_db("SELECT count(*) FROM cv_jobs WHERE id = '%s' AND status = 1", t1, 1, "t1 running");
+    char *t2 = post_job(0, small); /* claimed by A's dispatcher, waits for A's one worker */
+    wait_db("SELECT count(*) FROM cv_jobs WHERE id = '%s' AND status = 1", t2, 1, "t2 claimed");
+    char *t3 = post_job(0, small); /* A claims one waiting job per worker: this one stays queued */
+    ck_assert_int_eq(runner_of(t1), 0);
+    ck_assert_int_eq(runner_of(t2), 0);
+    ck_assert_int_eq(db_ll("SELECT status FROM cv_jobs WHERE id = '%s'", t1), 1);
+    ck_assert_int_eq(db_ll("SELECT status FROM cv_jobs WHERE id = '%s'", t3), 0);
+
+    /* the update: A gets SIGTERM, B (the new replica) starts meanwhile */
+    ck_assert_int_eq(kill(rep[0].pid, SIGTERM), 0);
+    start_replica_with(1, "2", "25");
+    /* A exits by itself: the drain timeout plus its 1.5 s grace, with a generous bound */
+    ck_assert_msg(wait_exited(&rep[0], 60), "the drained replica did not exit");
+    char *log = cv_daemon_log(&rep[0]);
+    ck_assert(log != NULL);
+    const char *timeout = strstr(log, "\"msg\":\"drain timeout");
+    const char *rel1 = log_find(log, "job released to the queue", t1);
+    const char *rel2 = log_find(log, "job released to the queue", t2);
+    ck_assert_msg(timeout != NULL && rel1 != NULL && rel2 != NULL,
+                  "the drain timed out and released both claimed jobs: %s", log);
+    /* the waiting job went back at once; the running one kept its drain timeout */
+    ck_assert_msg(rel2 < timeout && timeout < rel1, "release order: %s", log);
+    ck_assert_msg(strstr(log, "left running") == NULL, "no job left to its lease: %s", log);
+    free(log);
+    int st = cv_daemon_wait(&rep[0], 10);
+    ck_assert_msg(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "A exited 0 (%d)", st);
+
+    /* B runs everything: the training resumed at the step A checkpointed, the others once */
+    json_t *j = wait_terminal(1, t1);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "status")), "succeeded");
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "attempt")), 2);
+    ck_assert_int_eq(runner_of(t1), 1);
+    ck_assert_int_eq(db_ll("SELECT count(*) FROM cv_events WHERE job_id = '%s' AND attempt = 2 "
+                           "AND body LIKE '{\"event\":\"resumed\",\"step\":%%' AND body NOT "
+                           "LIKE '{\"event\":\"resumed\",\"step\":0,%%'",
+                           t1),
+                     1);
+    check_log(t1);
+    char *resumed = result_weights(j);
+    json_decref(j);
+    const char *const rest[] = {t2, t3};
+    for (int k = 0; k < 2; k++) {
+        j = wait_terminal(1, rest[k]);
+        ck_assert_str_eq(json_string_value(json_object_get(j, "status")), "succeeded");
+        json_decref(j);
+        ck_assert_int_eq(runner_of(rest[k]), 1);
+        check_log(rest[k]);
+    }
+    char *clean = uninterrupted(1, tb);
+    ck_assert_str_eq(resumed, clean);
+    free(resumed);
+    free(clean);
+    free(t1);
+    free(t2);
+    free(t3);
+    free(tb);
+    free(small);
+}
+END_TEST
+
 static Suite *fleet_suite(void) {
     Suite *s = suite_create("fleet");
     TCase *tc = tcase_create("fleet");
@@ -427,6 +539,12 @@ static Suite *fleet_suite(void) {
     tcase_add_test(tc, small_jobs_run_exactly_once);
     tcase_add_test(tc, postgres_restart_under_load);
     suite_add_tcase(s, tc);
+    /* replicas started by the test itself, with flags of their own */
+    TCase *tu = tcase_create("rolling_update");
+    tcase_set_timeout(tu, 600);
+    tcase_add_checked_fixture(tu, pg_up, fleet_down);
+    tcase_add_test(tu, sigterm_hands_jobs_to_the_fleet);
+    suite_add_tcase(s, tu);
     return s;
 }
 

@@ -74,12 +74,31 @@ static void check_shape(const struct cv_tensor *t, int64_t n, int64_t c, int64_t
                   (long long)h, (long long)w);
 }
 
+/* Checks every field of a geometry: padding top, bottom, left, right; stride; dilation. */
+static void check_geom(const struct cv_conv2d_geom *g, int64_t top, int64_t bottom, int64_t left,
+                       int64_t right, int64_t sh, int64_t sw, int64_t dh, int64_t dw) {
+    ck_assert_msg(g->pad_top == top && g->pad_bottom == bottom && g->pad_left == left &&
+                      g->pad_right == right && g->stride_h == sh && g->stride_w == sw &&
+                      g->dil_h == dh && g->dil_w == dw,
+                  "geometry pad %lld,%lld,%lld,%lld stride %lld,%lld dilation %lld,%lld",
+                  (long long)g->pad_top, (long long)g->pad_bottom, (long long)g->pad_left,
+                  (long long)g->pad_right, (long long)g->stride_h, (long long)g->stride_w,
+                  (long long)g->dil_h, (long long)g->dil_w);
+}
+
 /* Fills y with corr2d(x, k) + bias and returns the reply text (caller frees). */
 static char *corr2d_run(struct cv_corr2d_request *req) {
     ck_assert_int_eq(cv_corr2d_forward(&req->x, &req->k, req->bias, &req->geom, &req->y, 1), CV_OK);
     char *s = cv_api_corr2d_reply_dump(req, NULL);
     ck_assert_ptr_nonnull(s);
     return s;
+}
+
+/* Runs req (corr2d_run) and checks that its reply text is want. */
+static void corr2d_expect(struct cv_corr2d_request *req, const char *want) {
+    char *reply = corr2d_run(req);
+    ck_assert_str_eq(reply, want);
+    free(reply);
 }
 
 static json_t *load(const char *text) {
@@ -106,9 +125,7 @@ START_TEST(test_seed_example) {
     ck_assert_ptr_null(req.bias);
     ck_assert_int_eq(req.out_rank, 2);
     ck_assert_int_eq(req.out_form, CV_TENSOR_FORM_NESTED);
-    char *reply = corr2d_run(&req);
-    ck_assert_str_eq(reply, "{\"output\":[[19,25],[37,43]]}");
-    free(reply);
+    corr2d_expect(&req, "{\"output\":[[19,25],[37,43]]}");
     cv_api_corr2d_request_free(&req);
     cv_api_corr2d_request_free(&req); /* idempotent */
     cv_api_corr2d_request_free(NULL);
@@ -137,9 +154,7 @@ START_TEST(test_tensor_forms) {
         snprintf(want, sizeof want, "{\"output\":%s}", cases[i].output);
         struct cv_corr2d_request req;
         corr2d_ok(body, &req);
-        char *reply = corr2d_run(&req);
-        ck_assert_str_eq(reply, want);
-        free(reply);
+        corr2d_expect(&req, want);
         cv_api_corr2d_request_free(&req);
     }
 }
@@ -163,9 +178,7 @@ START_TEST(test_output_format) {
         snprintf(want, sizeof want, "{\"output\":%s}", cases[i].output);
         struct cv_corr2d_request req;
         corr2d_ok(body, &req);
-        char *reply = corr2d_run(&req);
-        ck_assert_str_eq(reply, want);
-        free(reply);
+        corr2d_expect(&req, want);
         cv_api_corr2d_request_free(&req);
     }
     corr2d_err("{\"input\":[[1]],\"kernel\":[[1]],\"output_format\":\"csv\"}", 422, "invalid_field",
@@ -272,14 +285,7 @@ START_TEST(test_corr2d_defaults) {
     struct cv_corr2d_request req;
     corr2d_ok("{\"input\":[[1,2],[3,4]],\"kernel\":[[1]]}", &req);
     ck_assert_ptr_null(req.bias);
-    ck_assert_int_eq(req.geom.pad_top, 0);
-    ck_assert_int_eq(req.geom.pad_bottom, 0);
-    ck_assert_int_eq(req.geom.pad_left, 0);
-    ck_assert_int_eq(req.geom.pad_right, 0);
-    ck_assert_int_eq(req.geom.stride_h, 1);
-    ck_assert_int_eq(req.geom.stride_w, 1);
-    ck_assert_int_eq(req.geom.dil_h, 1);
-    ck_assert_int_eq(req.geom.dil_w, 1);
+    check_geom(&req.geom, 0, 0, 0, 0, 1, 1, 1, 1);
     ck_assert_int_eq(req.out_form, CV_TENSOR_FORM_NESTED);
     ck_assert_int_eq(req.out_rank, 2);
     check_shape(&req.y, 1, 1, 2, 2);
@@ -297,21 +303,15 @@ START_TEST(test_corr2d_geometry) {
     struct cv_corr2d_request req;
     /* "same", even kernel: the extra zero goes bottom/right, as PyTorch. */
     corr2d_ok("{\"input\":[[1,2,3],[4,5,6]],\"kernel\":[[1,1],[1,1]],\"padding\":\"same\"}", &req);
-    ck_assert_int_eq(req.geom.pad_top, 0);
-    ck_assert_int_eq(req.geom.pad_bottom, 1);
-    ck_assert_int_eq(req.geom.pad_left, 0);
-    ck_assert_int_eq(req.geom.pad_right, 1);
+    check_geom(&req.geom, 0, 1, 0, 1, 1, 1, 1, 1);
     check_shape(&req.y, 1, 1, 2, 3);
-    char *reply = corr2d_run(&req);
-    ck_assert_str_eq(reply, "{\"output\":[[12,16,9],[9,11,6]]}");
-    free(reply);
+    corr2d_expect(&req, "{\"output\":[[12,16,9],[9,11,6]]}");
     cv_api_corr2d_request_free(&req);
     /* "same" with dilation 2 on a 3x3 kernel: 4 zeros each way, split 2/2 */
     corr2d_ok("{\"input\":[[1,2,3],[4,5,6],[7,8,9]],\"kernel\":\"identity\",\"padding\":\"same\","
               "\"dilation\":2}",
               &req);
-    ck_assert_int_eq(req.geom.pad_top, 2);
-    ck_assert_int_eq(req.geom.pad_bottom, 2);
+    check_geom(&req.geom, 2, 2, 2, 2, 1, 1, 2, 2);
     check_shape(&req.y, 1, 1, 3, 3);
     cv_api_corr2d_request_free(&req);
     /* explicit padding, stride and dilation pairs */
@@ -320,12 +320,7 @@ START_TEST(test_corr2d_geometry) {
         "0,0,0,0,0,0,0,0,0,0,0,0]},\"kernel\":[[1,1],[1,1]],\"padding\":[1,2],\"stride\":[2,3],"
         "\"dilation\":[1,2]}",
         &req);
-    ck_assert_int_eq(req.geom.pad_top, 1);
-    ck_assert_int_eq(req.geom.pad_left, 2);
-    ck_assert_int_eq(req.geom.stride_h, 2);
-    ck_assert_int_eq(req.geom.stride_w, 3);
-    ck_assert_int_eq(req.geom.dil_h, 1);
-    ck_assert_int_eq(req.geom.dil_w, 2);
+    check_geom(&req.geom, 1, 1, 2, 2, 2, 3, 1, 2);
     /* H' = (5+2-1-1)/2+1 = 3, W' = (7+4-2-1)/3+1 = 3 */
     check_shape(&req.y, 1, 1, 3, 3);
     ck_assert_int_eq(req.out_form, CV_TENSOR_FORM_FLAT);
@@ -341,9 +336,7 @@ START_TEST(test_corr2d_bias) {
     corr2d_ok("{\"input\":[[0,1,2],[3,4,5],[6,7,8]],\"kernel\":[[0,1],[2,3]],\"bias\":1}", &req);
     ck_assert_ptr_nonnull(req.bias);
     ck_assert(req.bias[0] == 1.0f);
-    char *reply = corr2d_run(&req);
-    ck_assert_str_eq(reply, "{\"output\":[[20,26],[38,44]]}");
-    free(reply);
+    corr2d_expect(&req, "{\"output\":[[20,26],[38,44]]}");
     cv_api_corr2d_request_free(&req);
     /* A number is repeated over the output channels; an array gives one each. */
     corr2d_ok("{\"input\":[[1]],\"kernel\":[[[[2]]],[[[3]]]],\"bias\":0.5}", &req);
@@ -351,76 +344,75 @@ START_TEST(test_corr2d_bias) {
     cv_api_corr2d_request_free(&req);
     corr2d_ok("{\"input\":[[1]],\"kernel\":[[[[2]]],[[[3]]]],\"bias\":[10,20]}", &req);
     ck_assert(req.bias[0] == 10.0f && req.bias[1] == 20.0f);
-    reply = corr2d_run(&req);
-    ck_assert_str_eq(reply, "{\"output\":[[[12]],[[23]]]}");
-    free(reply);
+    corr2d_expect(&req, "{\"output\":[[[12]],[[23]]]}");
     cv_api_corr2d_request_free(&req);
 }
 END_TEST
 
 START_TEST(test_corr2d_ranks) {
-    struct cv_corr2d_request req;
-    char *reply;
-    /* 2-D kernel on a 3-channel input: each channel on its own, the input's rank kept. */
-    corr2d_ok("{\"input\":[[[1,2],[3,4]],[[5,6],[7,8]],[[9,10],[11,12]]],\"kernel\":[[1,-1]]}",
-              &req);
-    check_shape(&req.k, 3, 3, 1, 2);
-    for (int o = 0; o < 3; o++)
-        for (int c = 0; c < 3; c++) {
-            const float *k = req.k.data + (o * 3 + c) * 2;
-            ck_assert(k[0] == (o == c ? 1.0f : 0.0f) && k[1] == (o == c ? -1.0f : 0.0f));
-        }
-    check_shape(&req.y, 1, 3, 2, 1);
-    ck_assert_int_eq(req.out_rank, 3);
-    reply = corr2d_run(&req);
-    ck_assert_str_eq(reply, "{\"output\":[[[-1],[-1]],[[-1],[-1]],[[-1],[-1]]]}");
-    free(reply);
-    cv_api_corr2d_request_free(&req);
-
-    /* ... and on a batch. */
-    corr2d_ok("{\"input\":[[[[1,2]],[[3,5]]],[[[0,0]],[[1,0]]]],\"kernel\":[[1,-1]]}", &req);
-    check_shape(&req.y, 2, 2, 1, 1);
-    ck_assert_int_eq(req.out_rank, 4);
-    reply = corr2d_run(&req);
-    ck_assert_str_eq(reply, "{\"output\":[[[[-1]],[[-2]]],[[[0]],[[1]]]]}");
-    free(reply);
-    cv_api_corr2d_request_free(&req);
-
-    /* (C,kh,kw) sums over the channels: (H',W') unbatched, (N,1,H',W') for a batch. */
-    corr2d_ok("{\"input\":[[[1,2]],[[3,4]]],\"kernel\":[[[1]],[[10]]]}", &req);
-    check_shape(&req.k, 1, 2, 1, 1);
-    check_shape(&req.y, 1, 1, 1, 2);
-    ck_assert_int_eq(req.out_rank, 2);
-    reply = corr2d_run(&req);
-    ck_assert_str_eq(reply, "{\"output\":[[31,42]]}");
-    free(reply);
-    cv_api_corr2d_request_free(&req);
-    corr2d_ok("{\"input\":[[[[1,2]],[[3,4]]]],\"kernel\":[[[1]],[[10]]]}", &req);
-    check_shape(&req.y, 1, 1, 1, 2);
-    ck_assert_int_eq(req.out_rank, 4);
-    reply = corr2d_run(&req);
-    ck_assert_str_eq(reply, "{\"output\":[[[[31,42]]]]}");
-    free(reply);
-    cv_api_corr2d_request_free(&req);
-    /* (C,kh,kw) on a (H,W) input: C must be 1. */
-    corr2d_ok("{\"input\":[[1,2]],\"kernel\":[[[3]]]}", &req);
-    ck_assert_int_eq(req.out_rank, 2);
-    cv_api_corr2d_request_free(&req);
-
-    /* (Cout,C,kh,kw): (Cout,H',W') unbatched, (N,Cout,H',W') for a batch. */
-    corr2d_ok(
-        "{\"input\":[[[1,2]],[[3,4]]],\"kernel\":[[[[1]],[[0]]],[[[0]],[[1]]],[[[1]],[[1]]]]}",
-        &req);
-    check_shape(&req.y, 1, 3, 1, 2);
-    ck_assert_int_eq(req.out_rank, 3);
-    reply = corr2d_run(&req);
-    ck_assert_str_eq(reply, "{\"output\":[[[1,2]],[[3,4]],[[4,6]]]}");
-    free(reply);
-    cv_api_corr2d_request_free(&req);
-    corr2d_ok("{\"input\":[[[[1,2]]],[[[3,4]]]],\"kernel\":[[[[1]]],[[[2]]]]}", &req);
-    check_shape(&req.y, 2, 2, 1, 2);
-    ck_assert_int_eq(req.out_rank, 4);
-    cv_api_corr2d_request_free(&req);
+    /* Each kernel rank on each input rank: the kernel as the parser widens it to (Cout,C,kh,kw)
+     * (all 0: not checked), the output's shape and rank, and the reply (NULL: not run). */
+    static const struct {
+        const char *body;
+        int64_t k[4], y[4];
+        int out_rank;
+        const char *output;
+    } cases[] = {
+        /* 2-D kernel on a 3-channel input: each channel on its own, the input's rank kept. */
+        {"{\"input\":[[[1,2],[3,4]],[[5,6],[7,8]],[[9,10],[11,12]]],\"kernel\":[[1,-1]]}",
+         {3, 3, 1, 2},
+         {1, 3, 2, 1},
+         3,
+         "{\"output\":[[[-1],[-1]],[[-1],[-1]],[[-1],[-1]]]}"},
+        /* ... and on a batch. */
+        {"{\"input\":[[[[1,2]],[[3,5]]],[[[0,0]],[[1,0]]]],\"kernel\":[[1,-1]]}",
+         {0},
+         {2, 2, 1, 1},
+         4,
+         "{\"output\":[[[[-1]],[[-2]]],[[[0]],[[1]]]]}"},
+        /* (C,kh,kw) sums over the channels: (H',W') unbatched, (N,1,H',W') for a batch. */
+        {"{\"input\":[[[1,2]],[[3,4]]],\"kernel\":[[[1]],[[10]]]}",
+         {1, 2, 1, 1},
+         {1, 1, 1, 2},
+         2,
+         "{\"output\":[[31,42]]}"},
+        {"{\"input\":[[[[1,2]],[[3,4]]]],\"kernel\":[[[1]],[[10]]]}",
+         {0},
+         {1, 1, 1, 2},
+         4,
+         "{\"output\":[[[[31,42]]]]}"},
+        /* (C,kh,kw) on a (H,W) input: C must be 1. */
+        {"{\"input\":[[1,2]],\"kernel\":[[[3]]]}", {0}, {1, 1, 1, 2}, 2, NULL},
+        /* (Cout,C,kh,kw): (Cout,H',W') unbatched, (N,Cout,H',W') for a batch. */
+        {"{\"input\":[[[1,2]],[[3,4]]],\"kernel\":[[[[1]],[[0]]],[[[0]],[[1]]],[[[1]],[[1]]]]}",
+         {0},
+         {1, 3, 1, 2},
+         3,
+         "{\"output\":[[[1,2]],[[3,4]],[[4,6]]]}"},
+        {"{\"input\":[[[[1,2]]],[[[3,4]]]],\"kernel\":[[[[1]]],[[[2]]]]}",
+         {0},
+         {2, 2, 1, 2},
+         4,
+         NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct cv_corr2d_request req;
+        corr2d_ok(cases[i].body, &req);
+        const int64_t *k = cases[i].k, *y = cases[i].y;
+        if (k[0] != 0)
+            check_shape(&req.k, k[0], k[1], k[2], k[3]);
+        check_shape(&req.y, y[0], y[1], y[2], y[3]);
+        ck_assert_int_eq(req.out_rank, cases[i].out_rank);
+        if (i == 0) /* the 2-D kernel is put on the diagonal: output channel o reads channel o */
+            for (int o = 0; o < 3; o++)
+                for (int c = 0; c < 3; c++) {
+                    const float *kd = req.k.data + (o * 3 + c) * 2;
+                    ck_assert(kd[0] == (o == c ? 1.0f : 0.0f) && kd[1] == (o == c ? -1.0f : 0.0f));
+                }
+        if (cases[i].output != NULL)
+            corr2d_expect(&req, cases[i].output);
+        cv_api_corr2d_request_free(&req);
+    }
 
     /* Channel mismatches. */
     corr2d_err("{\"input\":[[[1,2]],[[3,4]]],\"kernel\":[[[1]],[[1]],[[1]]]}", 422,
@@ -781,10 +773,7 @@ START_TEST(test_train_defaults) {
     ck_assert(!req.params.has_stop_loss);
     ck_assert(req.stream);
     ck_assert_int_eq(req.params.n_threads, 1);
-    ck_assert_int_eq(req.params.geom.pad_top, 0);
-    ck_assert_int_eq(req.params.geom.pad_right, 0);
-    ck_assert_int_eq(req.params.geom.stride_h, 1);
-    ck_assert_int_eq(req.params.geom.dil_w, 1);
+    check_geom(&req.params.geom, 0, 0, 0, 0, 1, 1, 1, 1);
     ck_assert_int_eq(req.out_form, CV_TENSOR_FORM_NESTED);
     ck_assert_uint_lt(req.seed, UINT64_C(1) << 53);
     /* PyTorch's start: uniform within 1/sqrt(fan_in) */
@@ -827,9 +816,7 @@ START_TEST(test_train_fields) {
              "\"seed\":42,\"bias\":false}",
              &req);
     ck_assert(req.weight.data[0] == w0 && req.weight.data[1] == w1);
-    ck_assert_int_eq(req.params.geom.pad_left, 1);
-    ck_assert_int_eq(req.params.geom.pad_right, 1);
-    ck_assert_int_eq(req.params.geom.pad_top, 0);
+    check_geom(&req.params.geom, 0, 0, 1, 1, 1, 1, 1, 1);
     cv_api_train_request_free(&req);
 
     /* A daemon whose --max-steps is below the default trains that many by default. */
@@ -882,43 +869,60 @@ START_TEST(test_train_init) {
 END_TEST
 
 START_TEST(test_train_ranks) {
-    struct cv_train_request req;
-    /* d2l's reshape: (1,1,6,8) in, (1,1,6,7) out: the weight is (1,1,1,2), written at rank 4. */
-    train_ok("{\"input\":[[[[1,1,0,1]]]],\"target\":[[[[0,1,-1]]]],\"kernel_size\":[1,2]}", &req);
-    check_shape(&req.weight, 1, 1, 1, 2);
-    ck_assert_int_eq(req.weight_rank, 4);
-    cv_api_train_request_free(&req);
-    /* (C,H,W) in, (H',W') out: one output channel over C inputs, weight (C,kh,kw). */
-    train_ok("{\"input\":[[[1,2]],[[3,4]],[[5,6]]],\"target\":[[1]],\"kernel_size\":[1,2]}", &req);
-    check_shape(&req.weight, 1, 3, 1, 2);
-    check_shape(&req.y, 1, 1, 1, 1);
-    ck_assert_int_eq(req.weight_rank, 3);
-    ck_assert_ptr_nonnull(req.bias);
-    cv_api_train_request_free(&req);
-    /* (C,H,W) in, (Cout,H',W') out */
-    train_ok("{\"input\":[[[1,2]],[[3,4]]],\"target\":[[[1]],[[2]],[[3]]],\"kernel_size\":[1,2],"
-             "\"init\":{\"bias\":[1,2,3]}}",
-             &req);
-    check_shape(&req.weight, 3, 2, 1, 2);
-    check_shape(&req.y, 1, 3, 1, 1);
-    ck_assert_int_eq(req.weight_rank, 4);
-    ck_assert(req.bias[2] == 3.0f);
-    cv_api_train_request_free(&req);
-    /* batched (N,C,H,W) in, (N,H',W') out: Cout 1 */
-    train_ok("{\"input\":[[[[1,2]]],[[[3,4]]]],\"target\":[[[1]],[[2]]],\"kernel_size\":[1,2]}",
-             &req);
-    check_shape(&req.y, 2, 1, 1, 1);
-    check_shape(&req.weight, 1, 1, 1, 2);
-    ck_assert_int_eq(req.weight_rank, 2);
-    cv_api_train_request_free(&req);
-    /* batched, with a channel dim */
-    train_ok("{\"input\":[[[[1,2]]],[[[3,4]]]],\"target\":[[[[1]],[[1]]],[[[2]],[[2]]]],"
-             "\"kernel_size\":[1,2]}",
-             &req);
-    check_shape(&req.y, 2, 2, 1, 1);
-    check_shape(&req.weight, 2, 1, 1, 2);
-    ck_assert_int_eq(req.weight_rank, 4);
-    cv_api_train_request_free(&req);
+    /* Each input and target rank: the weight's (Cout,C,kh,kw) and the rank it is written at, the
+     * target's shape, and the last bias (NaN: random). */
+    static const struct {
+        const char *body;
+        int64_t weight[4], y[4];
+        int weight_rank;
+        float bias_last;
+    } cases[] = {
+        /* d2l's reshape: (1,1,6,8) in, (1,1,6,7) out: the weight is (1,1,1,2), written at rank 4.
+         */
+        {"{\"input\":[[[[1,1,0,1]]]],\"target\":[[[[0,1,-1]]]],\"kernel_size\":[1,2]}",
+         {1, 1, 1, 2},
+         {1, 1, 1, 3},
+         4,
+         NAN},
+        /* (C,H,W) in, (H',W') out: one output channel over C inputs, weight (C,kh,kw). */
+        {"{\"input\":[[[1,2]],[[3,4]],[[5,6]]],\"target\":[[1]],\"kernel_size\":[1,2]}",
+         {1, 3, 1, 2},
+         {1, 1, 1, 1},
+         3,
+         NAN},
+        /* (C,H,W) in, (Cout,H',W') out */
+        {"{\"input\":[[[1,2]],[[3,4]]],\"target\":[[[1]],[[2]],[[3]]],\"kernel_size\":[1,2],"
+         "\"init\":{\"bias\":[1,2,3]}}",
+         {3, 2, 1, 2},
+         {1, 3, 1, 1},
+         4,
+         3.0f},
+        /* batched (N,C,H,W) in, (N,H',W') out: Cout 1 */
+        {"{\"input\":[[[[1,2]]],[[[3,4]]]],\"target\":[[[1]],[[2]]],\"kernel_size\":[1,2]}",
+         {1, 1, 1, 2},
+         {2, 1, 1, 1},
+         2,
+         NAN},
+        /* batched, with a channel dim */
+        {"{\"input\":[[[[1,2]]],[[[3,4]]]],\"target\":[[[[1]],[[1]]],[[[2]],[[2]]]],"
+         "\"kernel_size\":[1,2]}",
+         {2, 1, 1, 2},
+         {2, 2, 1, 1},
+         4,
+         NAN},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct cv_train_request req;
+        train_ok(cases[i].body, &req);
+        const int64_t *w = cases[i].weight, *y = cases[i].y;
+        check_shape(&req.weight, w[0], w[1], w[2], w[3]);
+        check_shape(&req.y, y[0], y[1], y[2], y[3]);
+        ck_assert_int_eq(req.weight_rank, cases[i].weight_rank);
+        ck_assert_ptr_nonnull(req.bias);
+        if (!isnan(cases[i].bias_last))
+            ck_assert(req.bias[w[0] - 1] == cases[i].bias_last);
+        cv_api_train_request_free(&req);
+    }
 
     train_err("{\"input\":[[1,2]],\"target\":[[[[1]]]],\"kernel_size\":[1,2]}", 422,
               "shape_mismatch", "/target");

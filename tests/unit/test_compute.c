@@ -185,44 +185,37 @@ END_TEST
 /* ---- corr2d: shapes and geometry ---------------------------------------------------------- */
 
 START_TEST(test_corr2d_out_shape) {
-    struct cv_conv2d_geom g = cv_conv2d_geom_default();
-    int64_t oh = -7, ow = -7;
-    /* A 4x4 kernel on a 3x3 input does not fit; the outputs stay untouched. */
-    ck_assert_int_eq(cv_corr2d_out_shape(3, 3, 4, 4, &g, &oh, &ow), CV_ESHAPE);
-    ck_assert_int_eq(oh, -7);
-    /* Dilation 2 makes a 2-tap kernel span 3 columns: too wide for 2. */
-    g.dil_w = 2;
-    ck_assert_int_eq(cv_corr2d_out_shape(5, 2, 1, 2, &g, &oh, &ow), CV_ESHAPE);
-    /* Padding makes it fit: 2 + 1 = 3 columns, one output. */
-    g.pad_right = 1;
-    ck_assert_int_eq(cv_corr2d_out_shape(5, 2, 1, 2, &g, &oh, &ow), CV_OK);
-    ck_assert_int_eq(oh, 5);
-    ck_assert_int_eq(ow, 1);
-    /* Asymmetric "same" for an even kernel: pads 1 and 2 keep H = 7 with kh = 4. */
-    g = cv_conv2d_geom_default();
-    g.pad_top = 1;
-    g.pad_bottom = 2;
-    ck_assert_int_eq(cv_corr2d_out_shape(7, 7, 4, 1, &g, &oh, &ow), CV_OK);
-    ck_assert_int_eq(oh, 7);
-    ck_assert_int_eq(ow, 7);
-    /* Stride: floor((10 + 0 - 3) / 3) + 1 = 3. */
-    g = cv_conv2d_geom_default();
-    g.stride_h = 3;
-    ck_assert_int_eq(cv_corr2d_out_shape(10, 10, 3, 3, &g, &oh, &ow), CV_OK);
-    ck_assert_int_eq(oh, 3);
-    ck_assert_int_eq(ow, 8);
-    /* Bad geometry is an invalid argument, not a shape error. */
-    g = cv_conv2d_geom_default();
-    g.stride_w = 0;
-    ck_assert_int_eq(cv_corr2d_out_shape(5, 5, 2, 2, &g, &oh, &ow), CV_EINVAL);
-    g = cv_conv2d_geom_default();
-    g.dil_h = 0;
-    ck_assert_int_eq(cv_corr2d_out_shape(5, 5, 2, 2, &g, &oh, &ow), CV_EINVAL);
-    g = cv_conv2d_geom_default();
-    g.pad_left = -1;
-    ck_assert_int_eq(cv_corr2d_out_shape(5, 5, 2, 2, &g, &oh, &ow), CV_EINVAL);
-    g = cv_conv2d_geom_default();
-    ck_assert_int_eq(cv_corr2d_out_shape(0, 5, 2, 2, &g, &oh, &ow), CV_EINVAL);
+    /* Geometries are {pad top, bottom, left, right, stride h, w, dilation h, w}; the outputs
+     * are set on CV_OK only (-7: untouched). */
+    static const struct {
+        int64_t h, w, kh, kw;
+        struct cv_conv2d_geom g;
+        int status;
+        int64_t oh, ow;
+    } cases[] = {
+        /* A 4x4 kernel on a 3x3 input does not fit. */
+        {3, 3, 4, 4, {0, 0, 0, 0, 1, 1, 1, 1}, CV_ESHAPE, -7, -7},
+        /* Dilation 2 makes a 2-tap kernel span 3 columns: too wide for 2. */
+        {5, 2, 1, 2, {0, 0, 0, 0, 1, 1, 1, 2}, CV_ESHAPE, -7, -7},
+        /* Padding makes it fit: 2 + 1 = 3 columns, one output. */
+        {5, 2, 1, 2, {0, 0, 0, 1, 1, 1, 1, 2}, CV_OK, 5, 1},
+        /* Asymmetric "same" for an even kernel: pads 1 and 2 keep H = 7 with kh = 4. */
+        {7, 7, 4, 1, {1, 2, 0, 0, 1, 1, 1, 1}, CV_OK, 7, 7},
+        /* Stride: floor((10 + 0 - 3) / 3) + 1 = 3. */
+        {10, 10, 3, 3, {0, 0, 0, 0, 3, 1, 1, 1}, CV_OK, 3, 8},
+        /* Bad geometry is an invalid argument, not a shape error. */
+        {5, 5, 2, 2, {0, 0, 0, 0, 1, 0, 1, 1}, CV_EINVAL, -7, -7},
+        {5, 5, 2, 2, {0, 0, 0, 0, 1, 1, 0, 1}, CV_EINVAL, -7, -7},
+        {5, 5, 2, 2, {0, 0, -1, 0, 1, 1, 1, 1}, CV_EINVAL, -7, -7},
+        {0, 5, 2, 2, {0, 0, 0, 0, 1, 1, 1, 1}, CV_EINVAL, -7, -7},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int64_t oh = -7, ow = -7;
+        int st = cv_corr2d_out_shape(cases[i].h, cases[i].w, cases[i].kh, cases[i].kw, &cases[i].g,
+                                     &oh, &ow);
+        ck_assert_msg(st == cases[i].status && oh == cases[i].oh && ow == cases[i].ow,
+                      "case %zu: status %d, %lldx%lld", i, st, (long long)oh, (long long)ow);
+    }
 }
 END_TEST
 
@@ -338,35 +331,52 @@ START_TEST(test_corr2d_backward_vs_ref) {
 }
 END_TEST
 
-/* L = sum(G .* (corr2d(X, K) + bias)) in double; its gradients are the backward passes with
- * dY = G. */
-static double scalar_l(const double *x, struct cv_ref_shape xs, const double *k,
-                       struct cv_ref_shape ks, const double *bias, const struct cv_conv2d_geom *g,
-                       const double *gy, double *ybuf, int64_t ny) {
-    cv_ref_corr2d_forward(x, xs, k, ks, bias, g, ybuf);
+/* L = sum(G .* (corr2d(X, K) + bias)) in double, on arrays a test perturbs in place; its
+ * gradients are the backward passes with dY = G. */
+struct fd_problem {
+    const double *x, *k, *bias, *gy;
+    struct cv_ref_shape xs, ks;
+    const struct cv_conv2d_geom *g;
+    double *ybuf; /* ny doubles of scratch for Y */
+    int64_t ny;
+    double h; /* the step of the central differences */
+};
+
+static double scalar_l(const struct fd_problem *p) {
+    cv_ref_corr2d_forward(p->x, p->xs, p->k, p->ks, p->bias, p->g, p->ybuf);
     double l = 0.0;
-    for (int64_t q = 0; q < ny; q++)
-        l += gy[q] * ybuf[q];
+    for (int64_t q = 0; q < p->ny; q++)
+        l += p->gy[q] * p->ybuf[q];
     return l;
 }
 
-/* Central difference of L along entry q of v. */
-static double central_diff(double *v, int64_t q, double h, const double *x, struct cv_ref_shape xs,
-                           const double *k, struct cv_ref_shape ks, const double *bias,
-                           const struct cv_conv2d_geom *g, const double *gy, double *ybuf,
-                           int64_t ny) {
+/* Central difference of L along entry q of v (one of p's x, k and bias). */
+static double central_diff(const struct fd_problem *p, double *v, int64_t q) {
     const double keep = v[q];
-    v[q] = keep + h;
-    const double lp = scalar_l(x, xs, k, ks, bias, g, gy, ybuf, ny);
-    v[q] = keep - h;
-    const double lm = scalar_l(x, xs, k, ks, bias, g, gy, ybuf, ny);
+    v[q] = keep + p->h;
+    const double lp = scalar_l(p);
+    v[q] = keep - p->h;
+    const double lm = scalar_l(p);
     v[q] = keep;
-    return (lp - lm) / (2.0 * h);
+    return (lp - lm) / (2.0 * p->h);
+}
+
+/* Checks the gradient of L along the n entries of v against its central differences: ref, the
+ * double reference's, tightly; fast, the float kernels', to float precision. L is bilinear, so the
+ * central difference is exact up to rounding. */
+static void check_grad_fd(const struct fd_problem *p, double *v, int64_t n, const double *ref,
+                          const float *fast, const char *name) {
+    for (int64_t q = 0; q < n; q++) {
+        const double fd = central_diff(p, v, q);
+        ck_assert_msg(fabs(ref[q] - fd) <= 1e-8 * (1.0 + fabs(fd)), "ref %s[%lld]", name,
+                      (long long)q);
+        ck_assert_msg(fabs(fast[q] - fd) <= 1e-5 * (1.0 + fabs(fd)), "%s[%lld]", name,
+                      (long long)q);
+    }
 }
 
 START_TEST(test_corr2d_gradients_vs_finite_differences) {
     rng_state = 0x5eed0003;
-    const double h = 1e-3;
     for (int cse = 0; cse < 60; cse++) {
         struct random_case rc;
         random_case_init(&rc);
@@ -387,28 +397,10 @@ START_TEST(test_corr2d_gradients_vs_finite_differences) {
         float fdb[3];
         ck_assert_int_eq(cv_corr2d_backward_input(&rc.y, &rc.k, &rc.g, &fdx, 1), CV_OK);
         ck_assert_int_eq(cv_corr2d_backward_kernel(&rc.x, &rc.y, &rc.g, &fdk, fdb, 1), CV_OK);
-        /* L is bilinear, so the central difference is exact up to rounding: tight for the double
-         * reference, float-sized for the float kernels. */
-        for (int64_t q = 0; q < nx; q++) {
-            const double fd = central_diff(x, q, h, x, xs, k, ks, bias, &rc.g, gy, ybuf, ny);
-            ck_assert_msg(fabs(dx[q] - fd) <= 1e-8 * (1.0 + fabs(fd)), "ref dx[%lld]",
-                          (long long)q);
-            ck_assert_msg(fabs(fdx.data[q] - fd) <= 1e-5 * (1.0 + fabs(fd)), "dx[%lld]",
-                          (long long)q);
-        }
-        for (int64_t q = 0; q < nk; q++) {
-            const double fd = central_diff(k, q, h, x, xs, k, ks, bias, &rc.g, gy, ybuf, ny);
-            ck_assert_msg(fabs(dk[q] - fd) <= 1e-8 * (1.0 + fabs(fd)), "ref dk[%lld]",
-                          (long long)q);
-            ck_assert_msg(fabs(fdk.data[q] - fd) <= 1e-5 * (1.0 + fabs(fd)), "dk[%lld]",
-                          (long long)q);
-        }
-        for (int64_t o = 0; o < ks.n; o++) {
-            const double fd = central_diff(bias, o, h, x, xs, k, ks, bias, &rc.g, gy, ybuf, ny);
-            ck_assert_msg(fabs(db[o] - fd) <= 1e-8 * (1.0 + fabs(fd)), "ref db[%lld]",
-                          (long long)o);
-            ck_assert_msg(fabs(fdb[o] - fd) <= 1e-5 * (1.0 + fabs(fd)), "db[%lld]", (long long)o);
-        }
+        const struct fd_problem fp = {x, k, bias, gy, xs, ks, &rc.g, ybuf, ny, 1e-3};
+        check_grad_fd(&fp, x, nx, dx, fdx.data, "dx");
+        check_grad_fd(&fp, k, nk, dk, fdk.data, "dk");
+        check_grad_fd(&fp, bias, ks.n, db, fdb, "db");
         free(x), free(k), free(gy), free(bias), free(ybuf), free(dx), free(dk);
         cv_tensor_free(&fdx);
         cv_tensor_free(&fdk);

@@ -112,6 +112,16 @@ static void insert(char *id, enum cv_store_job_status st, const char *owner, int
     strcpy(id, j.id);
 }
 
+/* Inserts a queued job (its id into id) and claims it as runner "r1" for lease_ms: attempt 1
+ * runs. The store is fresh, so the claim takes this job. */
+static void insert_claimed(char *id, int64_t lease_ms) {
+    insert(id, CV_STORE_JOB_QUEUED, NULL, 0);
+    struct cv_store_job c;
+    ck_assert_int_eq(cv_store_job_claim(S, "r1", lease_ms, &c), CV_STORE_OK);
+    ck_assert_str_eq(c.id, id);
+    cv_store_job_free(&c);
+}
+
 static struct cv_store_event ev(int64_t seq, const char *body) {
     return (struct cv_store_event){seq, 0, (char *)body, strlen(body)};
 }
@@ -202,12 +212,50 @@ START_TEST(claim_order_and_leases) {
 }
 END_TEST
 
+START_TEST(claim_many_queued_then_lapsed) {
+    struct cv_store_job c[5];
+    size_t n = 9;
+    ck_assert_int_eq(cv_store_job_claim_many(S, "r1", 60000, 3, c, &n), CV_STORE_NOT_FOUND);
+    ck_assert_int_eq(n, 0);
+    ck_assert_int_eq(cv_store_job_claim_many(S, "r1", 60000, 0, c, &n), CV_STORE_INVALID);
+    char r[40], a[40], b[40], d[40];
+    insert(r, CV_STORE_JOB_RUNNING, "r0", 0);
+    insert(a, CV_STORE_JOB_QUEUED, NULL, 0);
+    insert(b, CV_STORE_JOB_QUEUED, NULL, 0);
+    insert(d, CV_STORE_JOB_QUEUED, NULL, 0);
+    /* two of three queued, oldest first */
+    ck_assert_int_eq(cv_store_job_claim_many(S, "r1", 60000, 2, c, &n), CV_STORE_OK);
+    ck_assert_int_eq(n, 2);
+    ck_assert_str_eq(c[0].id, a);
+    ck_assert_str_eq(c[1].id, b);
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_int_eq(c[i].status, CV_STORE_JOB_RUNNING);
+        ck_assert_int_eq(c[i].attempt, 1);
+        ck_assert_str_eq(c[i].owner, "r1");
+        ck_assert(c[i].request != NULL && c[i].request_len == 5);
+        cv_store_job_free(&c[i]);
+    }
+    /* r0 dies: the last queued job first, then its lapsed one as attempt 2; room to spare */
+    int64_t orphans;
+    ck_assert_int_eq(cv_store_job_orphan(S, "r0", &orphans), CV_STORE_OK);
+    ck_assert_int_eq(cv_store_job_claim_many(S, "r2", 60000, 5, c, &n), CV_STORE_OK);
+    ck_assert_int_eq(n, 2);
+    ck_assert_str_eq(c[0].id, d);
+    ck_assert_int_eq(c[0].attempt, 1);
+    ck_assert_str_eq(c[1].id, r);
+    ck_assert_int_eq(c[1].attempt, 2);
+    ck_assert_str_eq(c[1].owner, "r2");
+    cv_store_job_free(&c[0]);
+    cv_store_job_free(&c[1]);
+    ck_assert_int_eq(cv_store_job_claim_many(S, "r1", 60000, 5, c, &n), CV_STORE_NOT_FOUND);
+    ck_assert_int_eq(n, 0);
+}
+END_TEST
+
 START_TEST(short_lease_expires) {
     char id[40];
-    insert(id, CV_STORE_JOB_QUEUED, NULL, 0);
+    insert_claimed(id, 1);
     struct cv_store_job c;
-    ck_assert_int_eq(cv_store_job_claim(S, "r1", 1, &c), CV_STORE_OK);
-    cv_store_job_free(&c);
     usleep(20000); /* the 1 ms lease is long gone */
     ck_assert_int_eq(cv_store_job_claim(S, "r2", 60000, &c), CV_STORE_OK);
     ck_assert_int_eq(c.attempt, 2);
@@ -222,10 +270,8 @@ END_TEST
 
 START_TEST(events_fencing) {
     char id[40];
-    insert(id, CV_STORE_JOB_QUEUED, NULL, 0);
+    insert_claimed(id, 60000);
     struct cv_store_job c;
-    ck_assert_int_eq(cv_store_job_claim(S, "r1", 60000, &c), CV_STORE_OK);
-    cv_store_job_free(&c);
     struct cv_store_event e1[2] = {ev(0, "{\"event\":\"start\"}"), ev(1, "{\"step\":1}")};
     ck_assert_int_eq(append1(id, 1, e1, 2), CV_STORE_OK);
     struct cv_store_event gap = ev(5, "{}");
@@ -353,10 +399,8 @@ END_TEST
 
 START_TEST(release_keeps_checkpoint) {
     char id[40];
-    insert(id, CV_STORE_JOB_QUEUED, NULL, 0);
+    insert_claimed(id, 60000);
     struct cv_store_job c;
-    ck_assert_int_eq(cv_store_job_claim(S, "r1", 60000, &c), CV_STORE_OK);
-    cv_store_job_free(&c);
     static const unsigned char ck[] = {42};
     struct cv_store_append a = {
         .job_id = id, .attempt = 1, .checkpoint = ck, .checkpoint_len = 1, .checkpoint_step = 3};
@@ -570,10 +614,7 @@ START_TEST(notifications) {
     struct notes n = {0};
     cv_store_set_listener(S, on_note, &n);
     char id[40];
-    insert(id, CV_STORE_JOB_QUEUED, NULL, 0);
-    struct cv_store_job c;
-    ck_assert_int_eq(cv_store_job_claim(S, "r1", 60000, &c), CV_STORE_OK);
-    cv_store_job_free(&c);
+    insert_claimed(id, 60000);
     struct cv_store_event e[2] = {ev(0, "{}"), ev(1, "{}")};
     ck_assert_int_eq(append1(id, 1, e, 2), CV_STORE_OK);
     enum cv_store_job_status after;
@@ -846,6 +887,7 @@ static Suite *contract_suite(const char *name) {
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, insert_get_roundtrip);
     tcase_add_test(tc, claim_order_and_leases);
+    tcase_add_test(tc, claim_many_queued_then_lapsed);
     tcase_add_test(tc, short_lease_expires);
     tcase_add_test(tc, events_fencing);
     tcase_add_test(tc, group_commit_items);
