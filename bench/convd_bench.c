@@ -311,6 +311,9 @@ static int bench_corr2d(const struct bench_opts *o) {
         return 2;
     }
     int n = 0;
+    /* Kept across the calls, as a training job keeps its own (corr2d.h, "Scratch"). */
+    struct cv_corr2d_workspace ws;
+    cv_corr2d_workspace_init(&ws);
     const double t_start = cv_bench_now_ms();
     for (int rep = -o->warmup; n < cap; rep++) { /* untimed warm-up passes first */
         const double t0 = cv_bench_now_ms();
@@ -320,20 +323,19 @@ static int bench_corr2d(const struct bench_opts *o) {
             if (o->fwd_bwd || o->bwdk)
                 naive_backward(&x, &k, &g, &y, &dx, &dk, o->threads);
         } else if (o->bwdk) {
-            st = cv_corr2d_backward_kernel(&x, &y, &g, &dk, NULL, o->threads);
+            st = cv_corr2d_backward_kernel_ws(&x, &y, &g, &dk, NULL, o->threads, &ws);
             if (st != CV_OK) {
                 fprintf(stderr, "convd-bench: %s\n", cv_status_str(st));
                 return 2;
             }
         } else {
             static atomic_bool never; /* what the daemon polls; never set here */
-            st = o->cancellable
-                     ? cv_corr2d_forward_cancellable(&x, &k, bias, &g, &y, o->threads, &never)
-                     : cv_corr2d_forward(&x, &k, bias, &g, &y, o->threads);
+            st = cv_corr2d_forward_ws(&x, &k, bias, &g, &y, o->threads,
+                                      o->cancellable ? &never : NULL, &ws);
             if (st == CV_OK && o->fwd_bwd)
-                st = cv_corr2d_backward_input(&y, &k, &g, &dx, o->threads);
+                st = cv_corr2d_backward_input_ws(&y, &k, &g, &dx, o->threads, &ws);
             if (st == CV_OK && o->fwd_bwd)
-                st = cv_corr2d_backward_kernel(&x, &y, &g, &dk, dbias, o->threads);
+                st = cv_corr2d_backward_kernel_ws(&x, &y, &g, &dk, dbias, o->threads, &ws);
             if (st != CV_OK) {
                 fprintf(stderr, "convd-bench: %s\n", cv_status_str(st));
                 return 2;
@@ -346,6 +348,7 @@ static int bench_corr2d(const struct bench_opts *o) {
         if (o->repeats > 0 ? n >= o->repeats : (n >= 5 && t1 - t_start >= 500.0))
             break;
     }
+    cv_corr2d_workspace_free(&ws);
     const double med = cv_bench_median(t, n);
     const double macs =
         (double)(o->in[0] * o->ker[0] * oh * ow) * (double)(o->ker[1] * o->ker[2] * o->ker[3]);

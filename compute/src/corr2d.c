@@ -205,6 +205,36 @@ static int team_size(int64_t macs, int64_t items, int n_threads) {
     return items < n_threads ? (int)items : n_threads;
 }
 
+void cv_corr2d_workspace_init(struct cv_corr2d_workspace *ws) {
+    CV_ASSERT(ws != NULL);
+    ws->data = NULL;
+    ws->bytes = 0;
+}
+
+void cv_corr2d_workspace_free(struct cv_corr2d_workspace *ws) {
+    CV_ASSERT(ws != NULL);
+    free(ws->data);
+    ws->data = NULL;
+    ws->bytes = 0;
+}
+
+/* bytes of 64-byte aligned scratch: from ws (grown when too small) or, without ws, allocated
+ * for the call (*owned: the caller frees it). NULL when memory is short. */
+static float *scratch_get(struct cv_corr2d_workspace *ws, size_t bytes, bool *owned) {
+    bytes = (bytes + 63) / 64 * 64;
+    *owned = ws == NULL;
+    if (ws == NULL)
+        return aligned_alloc(64, bytes);
+    if (ws->bytes < bytes) {
+        cv_corr2d_workspace_free(ws);
+        ws->data = aligned_alloc(64, bytes);
+        if (ws->data == NULL)
+            return NULL;
+        ws->bytes = bytes;
+    }
+    return ws->data;
+}
+
 /* A corr kernel of the table: its work items and the function that computes items [lo, hi). */
 typedef int64_t (*corr_items_fn)(const struct cv__corr_op *op);
 typedef void (*corr_run_fn)(const struct cv__corr_op *op, int64_t lo, int64_t hi);
@@ -272,14 +302,15 @@ static bool wino_fits(const struct cv__isa *isa, const struct cv__corr_op *op) {
  * threads), then, after a barrier, each thread's tile blocks with its own V. False when it did
  * not run. */
 static bool w4_dispatch(const struct cv__isa *isa, const struct cv__corr_op *op, int64_t macs,
-                        int n_threads) {
+                        int n_threads, struct cv_corr2d_workspace *wsp) {
     if (!isa->w4_fits(op))
         return false;
     const int64_t items = isa->w4_items(op), groups = isa->w4_groups(op);
     const int nt = team_size(macs, items, n_threads);
     const int64_t uf = isa->w4_u_floats(op), vfl = isa->w4_v_floats(op);
     const size_t bytes = (size_t)(uf + vfl * nt) * sizeof(float);
-    float *ws = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    bool owned;
+    float *ws = scratch_get(wsp, bytes, &owned);
     if (ws == NULL)
         return false;
     if (nt == 1) {
@@ -294,15 +325,17 @@ static bool w4_dispatch(const struct cv__isa *isa, const struct cv__corr_op *op,
             isa->w4_run(op, ws, ws + uf + vfl * t, items * t / nth, items * (t + 1) / nth);
         }
     }
-    free(ws);
+    if (owned)
+        free(ws);
     return true;
 }
 
 /* Runs a corr op on the fastest kernel of isa that can take it; false when none can (the
  * caller then takes the plain loops). */
 static bool corr_dispatch(const struct cv__isa *isa, struct cv__corr_op *op, int64_t macs,
-                          int n_threads, const atomic_bool *cancel) {
-    if (w4_dispatch(isa, op, macs, n_threads))
+                          int n_threads, const atomic_bool *cancel,
+                          struct cv_corr2d_workspace *ws) {
+    if (w4_dispatch(isa, op, macs, n_threads, ws))
         return true;
     if (isa->st_fits(op)) {
         corr_parallel(isa->st_items, isa->st_run, op, macs, n_threads, cancel);
@@ -381,6 +414,12 @@ int cv_corr2d_forward(const struct cv_tensor *x, const struct cv_tensor *k, cons
 int cv_corr2d_forward_cancellable(const struct cv_tensor *x, const struct cv_tensor *k,
                                   const float *bias, const struct cv_conv2d_geom *g,
                                   struct cv_tensor *y, int n_threads, const atomic_bool *cancel) {
+    return cv_corr2d_forward_ws(x, k, bias, g, y, n_threads, cancel, NULL);
+}
+
+int cv_corr2d_forward_ws(const struct cv_tensor *x, const struct cv_tensor *k, const float *bias,
+                         const struct cv_conv2d_geom *g, struct cv_tensor *y, int n_threads,
+                         const atomic_bool *cancel, struct cv_corr2d_workspace *ws) {
     CV_ASSERT(x != NULL && k != NULL && g != NULL && y != NULL);
     CV_ASSERT(n_threads >= 1);
     struct corr2d_dims d;
@@ -417,7 +456,7 @@ int cv_corr2d_forward_cancellable(const struct cv_tensor *x, const struct cv_ten
             .dil_h = g->dil_h,
             .dil_w = g->dil_w,
         };
-        if (corr_dispatch(isa, &op, macs, n_threads, cancel))
+        if (corr_dispatch(isa, &op, macs, n_threads, cancel, ws))
             return cancelled(cancel) ? CV_ECANCELED : CV_OK;
     }
     if (cancel == NULL) { /* the loops as they always were */
@@ -489,6 +528,12 @@ static void backward_input_row(const float *dy, const float *k, const struct cv_
 
 int cv_corr2d_backward_input(const struct cv_tensor *dy, const struct cv_tensor *k,
                              const struct cv_conv2d_geom *g, struct cv_tensor *dx, int n_threads) {
+    return cv_corr2d_backward_input_ws(dy, k, g, dx, n_threads, NULL);
+}
+
+int cv_corr2d_backward_input_ws(const struct cv_tensor *dy, const struct cv_tensor *k,
+                                const struct cv_conv2d_geom *g, struct cv_tensor *dx, int n_threads,
+                                struct cv_corr2d_workspace *ws) {
     CV_ASSERT(dy != NULL && k != NULL && g != NULL && dx != NULL);
     CV_ASSERT(n_threads >= 1);
     struct corr2d_dims d;
@@ -527,7 +572,7 @@ int cv_corr2d_backward_input(const struct cv_tensor *dy, const struct cv_tensor 
             .dil_h = g->dil_h,
             .dil_w = g->dil_w,
         };
-        if (corr_dispatch(isa, &op, macs, n_threads, NULL))
+        if (corr_dispatch(isa, &op, macs, n_threads, NULL, ws))
             return CV_OK;
     }
     if (run_serial(macs, n_threads)) {
@@ -652,33 +697,53 @@ static void wk_parallel(const struct cv__isa *isa, const struct cv__bk_op *op, i
     }
 }
 
-/* Runs the Winograd F(4x4, 3x3) kernel-gradient units of op, one contiguous block per thread,
- * each thread with its scratch in a workspace allocated here; false (nothing done) when the
- * workspace cannot be allocated. */
-static bool wk4_parallel(const struct cv__isa *isa, const struct cv__bk_op *op, int64_t macs,
-                         int n_threads) {
-    const int64_t units = isa->wk4_units(op);
-    const int nt = team_size(macs, units, n_threads);
+/* Runs the Winograd F(4x4, 3x3) kernel-gradient items of op, one contiguous block per thread,
+ * each thread with its scratch in a workspace allocated here (with the slots' partial sums when
+ * there are several, added here in slot order); false (nothing done) when the workspace cannot
+ * be allocated. */
+static bool wk4_parallel(const struct cv__isa *isa, struct cv__bk_op *op, int64_t macs,
+                         int n_threads, struct cv_corr2d_workspace *wsp) {
+    const int64_t items = isa->wk4_items(op), slots = isa->wk4_slots(op);
+    const int nt = team_size(macs, items, n_threads);
     const int64_t per = (isa->wk4_scratch_floats(op) + 15) / 16 * 16; /* 64-byte blocks */
-    float *ws = aligned_alloc(64, (size_t)(per * nt) * sizeof(float));
+    const int64_t ndk = op->co * op->c * 9;
+    const int64_t part_floats = slots > 1 ? 2 * slots * ndk : 0; /* doubles */
+    bool owned;
+    float *ws = scratch_get(wsp, (size_t)(per * nt + part_floats) * sizeof(float), &owned);
     if (ws == NULL)
         return false;
+    op->chunks = slots;
+    op->part = slots > 1 ? (double *)(ws + per * nt) : NULL;
     if (nt == 1) {
-        isa->wk4_run(op, ws, 0, units);
+        isa->wk4_run(op, ws, 0, items);
     } else {
 #pragma omp parallel num_threads(nt)
         {
             const int64_t t = omp_get_thread_num(), nth = omp_get_num_threads();
-            isa->wk4_run(op, ws + per * t, units * t / nth, units * (t + 1) / nth);
+            isa->wk4_run(op, ws + per * t, items * t / nth, items * (t + 1) / nth);
         }
     }
-    free(ws);
+    if (slots > 1)
+        for (int64_t e = 0; e < ndk; e++) {
+            double s = 0.0;
+            for (int64_t q = 0; q < slots; q++)
+                s += op->part[q * ndk + e];
+            op->dk[e] = (float)s;
+        }
+    if (owned)
+        free(ws);
     return true;
 }
 
 int cv_corr2d_backward_kernel(const struct cv_tensor *x, const struct cv_tensor *dy,
                               const struct cv_conv2d_geom *g, struct cv_tensor *dk, float *dbias,
                               int n_threads) {
+    return cv_corr2d_backward_kernel_ws(x, dy, g, dk, dbias, n_threads, NULL);
+}
+
+int cv_corr2d_backward_kernel_ws(const struct cv_tensor *x, const struct cv_tensor *dy,
+                                 const struct cv_conv2d_geom *g, struct cv_tensor *dk, float *dbias,
+                                 int n_threads, struct cv_corr2d_workspace *ws) {
     CV_ASSERT(x != NULL && dy != NULL && g != NULL && dk != NULL);
     CV_ASSERT(n_threads >= 1);
     struct corr2d_dims d;
@@ -711,7 +776,7 @@ int cv_corr2d_backward_kernel(const struct cv_tensor *x, const struct cv_tensor 
         .dbias = dbias,
     };
     if (isa != NULL && g->stride_w == 1 && isa->wk4_fits(&op) &&
-        wk4_parallel(isa, &op, macs, n_threads)) {
+        wk4_parallel(isa, &op, macs, n_threads, ws)) {
         if (dbias != NULL)
             bias_gradient(isa, dy->data, &d, dbias);
         return CV_OK;

@@ -26,7 +26,8 @@
  * the Winograd F(2x2, 3x3) kernel gradient (wk_*). The table also carries the vectorised
  * squared-error sum of loss.c.
  *
- * None allocates (F(4x4, 3x3) runs in a workspace corr2d.c allocates for the call): a kernel's
+ * None allocates (F(4x4, 3x3) runs in scratch corr2d.c hands it: the caller's cv_corr2d_workspace,
+ * or memory allocated for the call): a kernel's
  * scratch (zero-padded copies of the windows it reads, transformed tiles, row-pointer tables,
  * partial sums) lives in fixed arrays on the running thread's stack, at most about 130 KiB (the
  * forward kernels, which a small /corr2d runs on a connection thread with a 512 KiB stack, about
@@ -136,11 +137,14 @@ struct cv__isa {
     int64_t (*rw_items)(const struct cv__corr_op *op);
     void (*rw_run)(const struct cv__corr_op *op, int64_t lo, int64_t hi);
     /* Winograd F(4x4, 3x3) kernel gradient (corr2d_wgrad4.h) for bk ops with 3x3 kernels,
-     * stride 1, dilation 1 and >= 16 channels each way: whether it takes op, its units, the
-     * floats of one thread's scratch (in a workspace corr2d.c allocates, 64-byte aligned), and
-     * the kernel computing units [lo, hi) with it (each writes its own block of dK; no dbias). */
+     * stride 1, dilation 1 and >= 16 channels each way: whether it takes op; its slots (fixed
+     * tile ranges; with more than one, op->part must hold slots x co*c*9 doubles, which the
+     * caller adds in slot order into dK); its items; the floats of one thread's scratch (in a
+     * workspace the caller owns, 64-byte aligned); and the kernel computing items [lo, hi) with
+     * it (no dbias). */
     bool (*wk4_fits)(const struct cv__bk_op *op);
-    int64_t (*wk4_units)(const struct cv__bk_op *op);
+    int64_t (*wk4_slots)(const struct cv__bk_op *op);
+    int64_t (*wk4_items)(const struct cv__bk_op *op);
     int64_t (*wk4_scratch_floats)(const struct cv__bk_op *op);
     void (*wk4_run)(const struct cv__bk_op *op, float *scratch, int64_t lo, int64_t hi);
     /* Winograd F(2x2, 3x3) kernel gradient (corr2d_wgrad.h) for bk ops with 3x3 kernels, stride

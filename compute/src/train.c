@@ -78,10 +78,12 @@ static bool all_finite(const float *v, int64_t n) {
 }
 
 /* Scratch for one run, allocated once. params and grads are flat: the kernel's entries, then the
- * bias, so one optimizer covers both. */
+ * bias, so one optimizer covers both. ws is the corr2d workspace of the job: the first step's
+ * passes size it, the later steps reuse it. */
 struct train_scratch {
     struct cv_tensor yhat, dy;
     float *params, *grads;
+    struct cv_corr2d_workspace ws;
 };
 
 static void scratch_free(struct train_scratch *s) {
@@ -89,13 +91,14 @@ static void scratch_free(struct train_scratch *s) {
     cv_tensor_free(&s->dy);
     free(s->params);
     s->params = s->grads = NULL;
+    cv_corr2d_workspace_free(&s->ws);
 }
 
 /* Loss of the current parameters (a forward pass and the loss, no gradient). */
 static int eval_loss(const struct cv_train_params *p, const struct cv_tensor *x,
                      const struct cv_tensor *y, const struct cv_tensor *w, const float *b,
-                     struct cv_tensor *yhat, double *loss) {
-    int st = cv_corr2d_forward(x, w, b, &p->geom, yhat, p->n_threads);
+                     struct cv_tensor *yhat, struct cv_corr2d_workspace *ws, double *loss) {
+    int st = cv_corr2d_forward_ws(x, w, b, &p->geom, yhat, p->n_threads, NULL, ws);
     if (st != CV_OK)
         return st;
     return cv_loss_forward(p->loss, yhat, y, loss, NULL, p->n_threads);
@@ -140,6 +143,7 @@ int cv_train_resume(const struct cv_train_params *p, const struct cv_tensor *x,
     if (st != CV_OK)
         return st;
     struct train_scratch s = {0};
+    cv_corr2d_workspace_init(&s.ws);
     st = cv_tensor_init(&s.yhat, y->n, y->c, y->h, y->w);
     if (st == CV_OK)
         st = cv_tensor_init(&s.dy, y->n, y->c, y->h, y->w);
@@ -182,7 +186,7 @@ int cv_train_resume(const struct cv_train_params *p, const struct cv_tensor *x,
     bool need_final = true;
     for (int32_t step = from ? from->step + 1 : 1; step <= p->steps; step++) {
         double loss;
-        st = cv_corr2d_forward(x, &w, b, &p->geom, &s.yhat, p->n_threads);
+        st = cv_corr2d_forward_ws(x, &w, b, &p->geom, &s.yhat, p->n_threads, NULL, &s.ws);
         if (st == CV_OK)
             st = cv_loss_forward(p->loss, &s.yhat, y, &loss, &s.dy, p->n_threads);
         if (st != CV_OK)
@@ -194,7 +198,7 @@ int cv_train_resume(const struct cv_train_params *p, const struct cv_tensor *x,
             st = CV_EDIVERGED;
             break;
         }
-        st = cv_corr2d_backward_kernel(x, &s.dy, &p->geom, &dw, db, p->n_threads);
+        st = cv_corr2d_backward_kernel_ws(x, &s.dy, &p->geom, &dw, db, p->n_threads, &s.ws);
         if (st != CV_OK)
             break;
         cv_optim_step(&opt, s.params, s.grads);
@@ -230,7 +234,7 @@ int cv_train_resume(const struct cv_train_params *p, const struct cv_tensor *x,
     }
     if (need_final && res->steps_done > 0 && (st == CV_OK || st == CV_ECANCELED)) {
         double fl;
-        int st2 = eval_loss(p, x, y, &w, b, &s.yhat, &fl);
+        int st2 = eval_loss(p, x, y, &w, b, &s.yhat, &s.ws, &fl);
         if (st2 == CV_OK)
             res->final_loss = fl;
     }

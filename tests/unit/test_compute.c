@@ -801,6 +801,55 @@ START_TEST(test_corr2d_row_winograd_random) {
 }
 END_TEST
 
+/* One pass of a many-channel 3x3 layer (the F(4x4, 3x3) paths, which take scratch from the
+ * workspace) with a workspace and without: bitwise the same outputs. */
+static void check_workspace_pass(struct cv_corr2d_workspace *ws, int64_t n, int64_t c, int64_t h,
+                                 int64_t w, int64_t co, int threads) {
+    struct cv_conv2d_geom g = cv_conv2d_geom_default();
+    g.pad_top = g.pad_bottom = g.pad_left = g.pad_right = 1;
+    struct cv_tensor x = make_tensor(n, c, h, w), k = make_tensor(co, c, 3, 3);
+    struct cv_tensor dy = make_tensor(n, co, h, w);
+    fill_random(&x), fill_random(&k), fill_random(&dy);
+    struct cv_tensor y[2], dx[2], dk[2];
+    float db[2][64];
+    ck_assert_int_le(co, 64);
+    for (int q = 0; q < 2; q++) {
+        struct cv_corr2d_workspace *use = q == 0 ? NULL : ws;
+        y[q] = make_tensor(n, co, h, w), dx[q] = make_tensor(n, c, h, w);
+        dk[q] = make_tensor(co, c, 3, 3);
+        ck_assert_int_eq(cv_corr2d_forward_ws(&x, &k, NULL, &g, &y[q], threads, NULL, use), CV_OK);
+        ck_assert_int_eq(cv_corr2d_backward_input_ws(&dy, &k, &g, &dx[q], threads, use), CV_OK);
+        ck_assert_int_eq(cv_corr2d_backward_kernel_ws(&x, &dy, &g, &dk[q], db[q], threads, use),
+                         CV_OK);
+    }
+    ck_assert(memcmp(y[0].data, y[1].data, (size_t)cv_tensor_numel(&y[0]) * sizeof(float)) == 0);
+    ck_assert(memcmp(dx[0].data, dx[1].data, (size_t)cv_tensor_numel(&dx[0]) * sizeof(float)) == 0);
+    ck_assert(memcmp(dk[0].data, dk[1].data, (size_t)cv_tensor_numel(&dk[0]) * sizeof(float)) == 0);
+    ck_assert(memcmp(db[0], db[1], (size_t)co * sizeof(float)) == 0);
+    for (int q = 0; q < 2; q++)
+        cv_tensor_free(&y[q]), cv_tensor_free(&dx[q]), cv_tensor_free(&dk[q]);
+    cv_tensor_free(&x), cv_tensor_free(&k), cv_tensor_free(&dy);
+}
+
+START_TEST(test_corr2d_workspace) {
+    /* A workspace serves shapes that need less and grows for shapes that need more; it never
+     * changes a result. */
+    rng_state = 0x5eed000e;
+    struct cv_corr2d_workspace ws;
+    cv_corr2d_workspace_init(&ws);
+    ck_assert_ptr_null(ws.data);
+    check_workspace_pass(&ws, 1, 16, 12, 40, 17, 1);
+    ck_assert_ptr_nonnull(ws.data);
+    const size_t small = ws.bytes;
+    check_workspace_pass(&ws, 2, 40, 20, 64, 48, 2);
+    ck_assert_uint_ge(ws.bytes, small);
+    check_workspace_pass(&ws, 1, 20, 9, 33, 16, 2);
+    cv_corr2d_workspace_free(&ws);
+    ck_assert_ptr_null(ws.data);
+    ck_assert_uint_eq(ws.bytes, 0);
+}
+END_TEST
+
 START_TEST(test_corr2d_winograd4_random) {
     /* Random shapes for Winograd F(4x4, 3x3) (3x3, stride and dilation 1, >= 16 channels each
      * way, padding <= 1): widths land anywhere in a tile block and its masked or copied edges,
@@ -1356,6 +1405,7 @@ static Suite *compute_suite(void) {
     tcase_add_test(tc, test_corr2d_winograd_no_bias);
     tcase_add_test(tc, test_corr2d_row_winograd_random);
     tcase_add_test(tc, test_corr2d_winograd4_random);
+    tcase_add_test(tc, test_corr2d_workspace);
     tcase_add_test(tc, test_corr2d_streaming);
     suite_add_tcase(s, tc);
 

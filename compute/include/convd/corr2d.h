@@ -21,11 +21,14 @@
  * for dK that also sums dbias. Threads split the output rows (dK: fixed row chunks or channel
  * blocks) into one contiguous block each.
  *
- * Scratch. The kernels keep no state and need no workspace object: what a fast path needs (a
- * zero-padded copy of the window it reads, row-pointer tables, dK's partial sums) lives in
- * fixed arrays on the running threads' stacks, under 128 KiB per thread, so any thread with a
- * default-sized stack may call them and no call allocates. Training therefore only allocates
- * its own buffers, once per job (train.h).
+ * Scratch. The kernels keep no state: what most paths need (a zero-padded copy of the window
+ * they read, row-pointer tables, dK's partial sums) lives in fixed arrays on the running
+ * threads' stacks, under 128 KiB per thread, so any thread with a default-sized stack may call
+ * them. The Winograd F(4x4, 3x3) paths of many-channel 3x3 layers need a few MiB more (blocked
+ * transforms, per-thread sums): they take it from a struct cv_corr2d_workspace the caller passes
+ * to the _ws variants, which grows to the largest size a call needs and is then reused, or,
+ * without one, allocate it for the call. Training keeps one per job (train.h), so its steps
+ * after the first allocate nothing.
  *
  * Results agree with the double reference to float rounding, and are bitwise the same for
  * every n_threads (dK is reduced over row chunks fixed by the shapes, added in a fixed order).
@@ -34,6 +37,7 @@
 #define CONVD_CORR2D_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 
 #include "convd/tensor.h"
 
@@ -69,10 +73,35 @@ int cv_corr2d_forward_cancellable(const struct cv_tensor *x, const struct cv_ten
                                   const float *bias, const struct cv_conv2d_geom *g,
                                   struct cv_tensor *y, int n_threads, const atomic_bool *cancel);
 
+/* Scratch memory kept across corr2d calls (see "Scratch" above). Zero it with
+ * cv_corr2d_workspace_init; a call grows it when it needs more (freeing the old block); release
+ * it with cv_corr2d_workspace_free. One call at a time may use a workspace. */
+struct cv_corr2d_workspace {
+    void *data;   /* 64-byte aligned, or NULL; owned by the workspace */
+    size_t bytes; /* bytes at data */
+};
+
+/* An empty workspace (no memory yet). */
+void cv_corr2d_workspace_init(struct cv_corr2d_workspace *ws);
+
+/* Frees the workspace's memory and leaves it empty. */
+void cv_corr2d_workspace_free(struct cv_corr2d_workspace *ws);
+
+/* cv_corr2d_forward_cancellable with scratch from ws (NULL: allocated for the call when a path
+ * needs it). Bitwise the same results with or without ws. */
+int cv_corr2d_forward_ws(const struct cv_tensor *x, const struct cv_tensor *k, const float *bias,
+                         const struct cv_conv2d_geom *g, struct cv_tensor *y, int n_threads,
+                         const atomic_bool *cancel, struct cv_corr2d_workspace *ws);
+
 /* Gradient with respect to the input: dX = dL/dX given dY = dL/dY.
  * dx must have X's shape (N, C, H, W); it is overwritten. Returns CV_OK or CV_ESHAPE/CV_EINVAL. */
 int cv_corr2d_backward_input(const struct cv_tensor *dy, const struct cv_tensor *k,
                              const struct cv_conv2d_geom *g, struct cv_tensor *dx, int n_threads);
+
+/* cv_corr2d_backward_input with scratch from ws (NULL: allocated for the call when needed). */
+int cv_corr2d_backward_input_ws(const struct cv_tensor *dy, const struct cv_tensor *k,
+                                const struct cv_conv2d_geom *g, struct cv_tensor *dx, int n_threads,
+                                struct cv_corr2d_workspace *ws);
 
 /* Gradients with respect to the kernel and bias: dK = dL/dK, dbias[o] = sum over n,i,j of dY.
  * dk must have K's shape (Cout, C, kh, kw) and is overwritten; dbias has Cout entries and is
@@ -80,6 +109,11 @@ int cv_corr2d_backward_input(const struct cv_tensor *dy, const struct cv_tensor 
 int cv_corr2d_backward_kernel(const struct cv_tensor *x, const struct cv_tensor *dy,
                               const struct cv_conv2d_geom *g, struct cv_tensor *dk, float *dbias,
                               int n_threads);
+
+/* cv_corr2d_backward_kernel with scratch from ws (NULL: allocated for the call when needed). */
+int cv_corr2d_backward_kernel_ws(const struct cv_tensor *x, const struct cv_tensor *dy,
+                                 const struct cv_conv2d_geom *g, struct cv_tensor *dk, float *dbias,
+                                 int n_threads, struct cv_corr2d_workspace *ws);
 
 /* Kernel variants, for tests and benchmarks. AUTO (the default) uses the best one the CPU
  * supports; GENERIC forces the plain loops everywhere. */

@@ -3,7 +3,8 @@
  * One step: forward pass, loss (reported), backward pass for dK and dbias, optimizer update.
  * A step's reported loss is the loss of its forward pass, before its update (what the textbook
  * prints). After every step the callback runs on the calling thread; it may stop the run.
- * All scratch memory is allocated once at the start of cv_train_run: no step allocates. */
+ * All scratch memory is allocated once per run: its buffers at the start, the corr2d workspace
+ * (corr2d.h) during the first step; later steps allocate nothing. */
 #ifndef CONVD_TRAIN_H
 #define CONVD_TRAIN_H
 
